@@ -1,0 +1,38 @@
+# Two commands do everything, including set-up on a fresh machine:
+#   make test        create .venv, install pinned dependencies, run the test suite
+#   make reproduce   create .venv, install, execute every notebook on the synthetic dataset
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# torch/torchvision are pinned separately: on the course machines these exact builds lie on
+# local disk; any other version would be a multi-gigabyte download.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast reproduce bench clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-lock.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PINS)
+	$(PY) -m pip install --quiet -r requirements-lock.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not notebook and not slow" $(PYTEST_ARGS)
+
+reproduce: $(STAMP)
+	$(PY) -m gigacount_lib.reproduce
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_losses.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Crowd data: official dataset readers, the embedded synthetic dataset, density maps, transforms."""
