@@ -3,16 +3,43 @@
 A sample is ``(image, points, meta)``: a float image ``(3, H, W)`` in ``[0, 1]``, points ``(N, 2)``
 as ``(x, y)`` pixels, and a metadata dict. Images in a batch share one size (after cropping), while
 the number of points varies, so batches keep points as a list and offer a padded view with a mask.
+
+Augmentations are built on ``torchvision.transforms.v2``: the image travels as a
+``tv_tensors.Image`` and the heads as ``tv_tensors.KeyPoints``, so torchvision's own kernels move the
+points with the pixels (crop, resize, flip) and ``SanitizeKeyPoints`` drops the heads that leave a
+crop. Only what torchvision lacks is written here:
+
+* :class:`RandomHorizontalFlip` -- torchvision's key-point flip maps ``x -> W - 1 - x`` (pixel-index
+  convention) while its resize maps ``x -> x * W'/W`` (continuous convention). Head annotations are
+  continuous (``0 <= x <= W``), so we flip with ``x -> W - x``; with torchvision's formula a head in the
+  last column (``W - 1 < x < W``) would land at a negative ``x`` and be dropped from the count.
+* :class:`RandomScaleCrop` -- the crop of CLIP-EBC's official code, where ``scale`` is relative to the
+  *output* size (a window of ``scale * crop_size`` pixels, aspect ratio kept, resized to
+  ``crop_size``; the image is first enlarged when it is smaller than the window). torchvision's
+  ``RandomResizedCrop``, where ``scale`` is a fraction of the image *area*, is the other option.
+* :class:`PepperSaltNoise` and :class:`RandomLowLight` (gamma/brightness darkening).
+
+:func:`train_transforms` and :func:`eval_transforms` return callables on ``(image, points, meta)``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+from torchvision.transforms.v2._utils import query_size
 
-__all__ = ["pad_points", "CrowdBatch", "collate_crowd"]
+__all__ = [
+    "pad_points", "CrowdBatch", "collate_crowd", "RandomHorizontalFlip", "RandomScaleCrop",
+    "PepperSaltNoise", "RandomLowLight", "JointTransform", "train_transforms", "eval_transforms",
+    "to_image_tensor",
+]
 
 
 def pad_points(points: Sequence[Tensor], pad_value: float = 0.0) -> tuple[Tensor, Tensor]:
@@ -88,3 +115,286 @@ def collate_crowd(samples: Sequence[tuple]) -> CrowdBatch:
     points = [torch.as_tensor(s[1], dtype=torch.float32).reshape(-1, 2) for s in flat]
     meta = [dict(s[2]) if len(s) > 2 and s[2] is not None else {} for s in flat]
     return CrowdBatch(images=images, points=points, meta=meta)
+
+
+# --------------------------------------------------------------------------------------------------
+# Joint image + key-point augmentations (torchvision.transforms.v2)
+# --------------------------------------------------------------------------------------------------
+def _is_image(inpt: Any) -> bool:
+    return isinstance(inpt, tv_tensors.Image) or (
+        isinstance(inpt, Tensor) and not isinstance(inpt, tv_tensors.TVTensor))
+
+
+class RandomHorizontalFlip(v2.RandomHorizontalFlip):
+    """Horizontal flip with probability ``p``; key points follow ``x -> W - x`` (continuous pixels).
+
+    The image is flipped by torchvision. torchvision's key-point kernel returns ``W - 1 - x``; we add
+    one to ``x`` so that the flip is an involution of ``[0, W]`` and every head stays in the image.
+    """
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        out = self._call_kernel(F.horizontal_flip, inpt)
+        if isinstance(inpt, tv_tensors.KeyPoints):
+            shift = torch.tensor([1.0, 0.0], dtype=out.dtype, device=out.device)
+            out = tv_tensors.wrap(out.as_subclass(Tensor) + shift, like=out)
+        return out
+
+
+class RandomScaleCrop(v2.Transform):
+    """Random crop of ``scale * size`` pixels (aspect ratio kept), resized to ``size``.
+
+    ``s ~ U(scale)``; the window is ``(round(s * h_out), round(s * w_out))``. When the image is
+    smaller than the window it is first resized (aspect ratio kept) just enough to contain it.
+    ``s < 1`` zooms in, ``s > 1`` zooms out. This is the ``RandomResizedCrop`` of CLIP-EBC's
+    official code (its README's defaults are ``scale = (1.0, 2.0)``); GigaCount reports
+    ``scale = (0.8, 1.0)``. Geometry (crop + resize of image and key points) is torchvision's.
+    """
+
+    def __init__(self, size: int | Sequence[int], scale: tuple[float, float] = (0.8, 1.0),
+                 interpolation: F.InterpolationMode = F.InterpolationMode.BICUBIC,
+                 antialias: bool = True) -> None:
+        super().__init__()
+        self.size = _pair(size, "size")
+        if not (0 < scale[0] <= scale[1]):
+            raise ValueError(f"RandomScaleCrop: scale must satisfy 0 < min <= max, got {scale}")
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.interpolation = interpolation
+        self.antialias = antialias
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = query_size(flat_inputs)
+        s = float(torch.empty(1).uniform_(self.scale[0], self.scale[1]))
+        crop_h = max(1, round(self.size[0] * s))
+        crop_w = max(1, round(self.size[1] * s))
+        resize = None
+        if crop_h > height or crop_w > width:
+            ratio = max(crop_h / height, crop_w / width)
+            resize = [max(crop_h, math.ceil(height * ratio)), max(crop_w, math.ceil(width * ratio))]
+            height, width = resize
+        top = int(torch.randint(0, height - crop_h + 1, (1,)))
+        left = int(torch.randint(0, width - crop_w + 1, (1,)))
+        return dict(resize=resize, top=top, left=left, height=crop_h, width=crop_w)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if params["resize"] is not None:
+            inpt = self._call_kernel(F.resize, inpt, size=params["resize"],
+                                     interpolation=self.interpolation, antialias=self.antialias)
+        return self._call_kernel(F.resized_crop, inpt, top=params["top"], left=params["left"],
+                                 height=params["height"], width=params["width"], size=list(self.size),
+                                 interpolation=self.interpolation, antialias=self.antialias)
+
+
+class PepperSaltNoise(v2.Transform):
+    """Impulse noise: each value becomes 1 (salt) with probability ``saltiness`` and 0 (pepper)
+    with probability ``spiciness``; applied to the whole image with probability ``p``.
+
+    ``per_channel=True`` draws one uniform number per value (coloured specks), as CLIP-EBC's code
+    does; ``False`` draws one per pixel (black/white specks). Key points pass through.
+    """
+
+    def __init__(self, saltiness: float = 1e-3, spiciness: float = 1e-3, p: float = 1.0,
+                 per_channel: bool = True) -> None:
+        super().__init__()
+        for name, value in (("saltiness", saltiness), ("spiciness", spiciness), ("p", p)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"PepperSaltNoise: {name} must be in [0, 1], got {value}")
+        if saltiness + spiciness > 1.0:
+            raise ValueError("PepperSaltNoise: saltiness + spiciness must be <= 1")
+        self.saltiness, self.spiciness, self.p, self.per_channel = saltiness, spiciness, p, per_channel
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return dict(apply=bool(torch.rand(1) < self.p))
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not params["apply"] or not _is_image(inpt):
+            return inpt
+        high = 1.0 if inpt.is_floating_point() else 255
+        shape = inpt.shape if self.per_channel else (*inpt.shape[:-3], 1, *inpt.shape[-2:])
+        u = torch.rand(shape, device=inpt.device)
+        out = inpt.as_subclass(Tensor)
+        out = torch.where(u < self.saltiness, torch.tensor(high, dtype=out.dtype), out)
+        out = torch.where(u > 1.0 - self.spiciness, torch.tensor(0, dtype=out.dtype), out)
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+
+class RandomLowLight(v2.Transform):
+    """Low-light simulation (GigaCount's remedy for dark scenes): ``I' = b * I ** gamma``.
+
+    With probability ``p``, ``gamma ~ U(gamma)`` (> 1 darkens the mid-tones more than the
+    highlights) and ``b ~ U(brightness)`` (< 1 lowers the exposure); optional Gaussian read noise
+    of standard deviation ``~ U(noise_std)``. Works on float images in ``[0, 1]``. GigaCount names
+    this augmentation but not its parameters; the defaults here are ours.
+    """
+
+    def __init__(self, p: float = 0.2, gamma: tuple[float, float] = (1.5, 3.0),
+                 brightness: tuple[float, float] = (0.3, 0.8),
+                 noise_std: tuple[float, float] = (0.0, 0.0)) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"RandomLowLight: p must be in [0, 1], got {p}")
+        if not 0 < gamma[0] <= gamma[1]:
+            raise ValueError(f"RandomLowLight: gamma must satisfy 0 < min <= max, got {gamma}")
+        if not 0 <= brightness[0] <= brightness[1]:
+            raise ValueError(f"RandomLowLight: brightness must satisfy 0 <= min <= max, got {brightness}")
+        if not 0 <= noise_std[0] <= noise_std[1]:
+            raise ValueError(f"RandomLowLight: noise_std must satisfy 0 <= min <= max, got {noise_std}")
+        self.p, self.gamma, self.brightness, self.noise_std = p, gamma, brightness, noise_std
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        u = torch.rand(4)
+        return dict(apply=bool(u[0] < self.p),
+                    gamma=self.gamma[0] + float(u[1]) * (self.gamma[1] - self.gamma[0]),
+                    brightness=self.brightness[0] + float(u[2]) * (self.brightness[1] - self.brightness[0]),
+                    noise_std=self.noise_std[0] + float(u[3]) * (self.noise_std[1] - self.noise_std[0]))
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not params["apply"] or not _is_image(inpt):
+            return inpt
+        if not inpt.is_floating_point():
+            raise TypeError("RandomLowLight expects a float image in [0, 1]; convert with ToDtype first")
+        out = params["brightness"] * inpt.as_subclass(Tensor).clamp(0, 1).pow(params["gamma"])
+        if params["noise_std"] > 0:
+            out = (out + params["noise_std"] * torch.randn_like(out)).clamp_(0, 1)
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+
+def _pair(size: int | Sequence[int], what: str) -> tuple[int, int]:
+    if isinstance(size, int):
+        size = (size, size)
+    size = tuple(int(v) for v in size)
+    if len(size) != 2 or min(size) <= 0:
+        raise ValueError(f"{what} must be a positive int or (height, width), got {size}")
+    return size  # type: ignore[return-value]
+
+
+def to_image_tensor(image: Any) -> Tensor:
+    """PIL image / uint8 or float tensor / ``(H, W, 3)`` array -> float32 ``(3, H, W)`` in ``[0, 1]``."""
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(np.ascontiguousarray(image))
+        if image.ndim == 3 and image.shape[-1] in (1, 3, 4) and image.shape[0] not in (1, 3, 4):
+            image = image.permute(2, 0, 1)
+    if not isinstance(image, Tensor):
+        image = F.pil_to_tensor(image)
+    image = image.as_subclass(Tensor)
+    if image.ndim == 2:
+        image = image.unsqueeze(0)
+    if image.dtype == torch.uint8:
+        image = image.float().div_(255.0)
+    else:
+        image = image.float()
+    if image.shape[0] == 1:
+        image = image.expand(3, -1, -1).contiguous()
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected an RGB image (3, H, W), got shape {tuple(image.shape)}")
+    return image
+
+
+class JointTransform:
+    """Apply a ``torchvision.transforms.v2`` pipeline jointly to ``(image, points, meta)``.
+
+    The image becomes a float ``tv_tensors.Image`` and the ``(N, 2)`` points a
+    ``tv_tensors.KeyPoints`` on the image's canvas; ``SanitizeKeyPoints`` is appended when
+    ``sanitize`` so that heads leaving the image are removed. With ``num_crops > 1`` the pipeline
+    runs that many times on the same input and a list of samples is returned (``collate_crowd``
+    flattens it). ``meta`` is copied and ``size`` and ``count`` are updated.
+    """
+
+    def __init__(self, pipeline: Callable | Sequence[Callable] | None = None, *, num_crops: int = 1,
+                 sanitize: bool = True) -> None:
+        if num_crops < 1:
+            raise ValueError(f"num_crops must be >= 1, got {num_crops}")
+        steps = list(pipeline) if isinstance(pipeline, (list, tuple)) else ([pipeline] if pipeline else [])
+        if sanitize:
+            steps.append(v2.SanitizeKeyPoints())
+        self.pipeline = v2.Compose(steps) if steps else None
+        self.num_crops = num_crops
+
+    def _once(self, image: Tensor, points: Tensor, meta: dict[str, Any]) -> tuple[Tensor, Tensor, dict]:
+        height, width = image.shape[-2:]
+        img = tv_tensors.Image(image)
+        kps = tv_tensors.KeyPoints(points.reshape(-1, 2), canvas_size=(int(height), int(width)))
+        if self.pipeline is not None:
+            img, kps = self.pipeline(img, kps)
+        out_img = img.as_subclass(Tensor).clamp(0.0, 1.0).contiguous()
+        out_pts = kps.as_subclass(Tensor).reshape(-1, 2).to(torch.float32).contiguous()
+        out_meta = dict(meta)
+        out_meta["size"] = (int(out_img.shape[-2]), int(out_img.shape[-1]))
+        out_meta["count"] = int(out_pts.shape[0])
+        return out_img, out_pts, out_meta
+
+    def __call__(self, image: Any, points: Any, meta: dict[str, Any] | None = None):
+        image = to_image_tensor(image)
+        points = torch.as_tensor(points, dtype=torch.float32).reshape(-1, 2)
+        meta = {} if meta is None else meta
+        if self.num_crops == 1:
+            return self._once(image, points, meta)
+        return [self._once(image, points, meta) for _ in range(self.num_crops)]
+
+    def __repr__(self) -> str:
+        return f"JointTransform(num_crops={self.num_crops}, pipeline={self.pipeline})"
+
+
+def train_transforms(
+    crop_size: int | Sequence[int],
+    *,
+    num_crops: int = 1,
+    scale: tuple[float, float] = (0.8, 1.0),
+    scale_mode: str = "output",
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    hflip_p: float = 0.5,
+    jitter: tuple[float, float, float, float] = (0.1, 0.1, 0.1, 0.0),
+    jitter_p: float = 0.2,
+    blur_kernel: int = 5,
+    blur_sigma: float | tuple[float, float] | None = None,
+    blur_p: float = 0.2,
+    saltiness: float = 1e-3,
+    spiciness: float = 1e-3,
+    noise_p: float = 0.5,
+    low_light_p: float = 0.2,
+    low_light_gamma: tuple[float, float] = (1.5, 3.0),
+    low_light_brightness: tuple[float, float] = (0.3, 0.8),
+) -> JointTransform:
+    """The training augmentation: crop -> flip -> colour jitter -> low light -> blur -> pepper-salt.
+
+    * crop: ``scale_mode="output"`` (default) is :class:`RandomScaleCrop`, the meaning of ``scale``
+      in CLIP-EBC's code (window = ``scale * crop_size``); ``"area"`` is torchvision's
+      ``RandomResizedCrop(crop_size, scale, ratio)`` (window area = ``scale * image area``).
+      GigaCount reports ``scale = (0.8, 1.0)``; CLIP-EBC's README uses ``(1.0, 2.0)``.
+    * ``num_crops`` crops per image (a list of samples; ``collate_crowd`` flattens it).
+    * colour jitter, Gaussian blur and pepper-salt defaults are those of CLIP-EBC's README
+      (brightness/contrast/saturation 0.1, hue 0, p 0.2; kernel 5, p 0.2; 1e-3 each, p 0.5).
+      ``blur_sigma=None`` uses torchvision's sigma for the kernel size,
+      ``0.3 * ((k - 1) * 0.5 - 1) + 0.8``, as CLIP-EBC's ``gaussian_blur(k, None)`` does.
+    * low light: :class:`RandomLowLight` (our defaults; the paper gives none).
+
+    Any probability set to 0 removes that step. Returns a :class:`JointTransform`.
+    """
+    size = _pair(crop_size, "crop_size")
+    steps: list[Callable] = []
+    if scale_mode == "output":
+        steps.append(RandomScaleCrop(size, scale=scale))
+    elif scale_mode == "area":
+        steps.append(v2.RandomResizedCrop(size, scale=scale, ratio=ratio,
+                                          interpolation=F.InterpolationMode.BICUBIC, antialias=True))
+    else:
+        raise ValueError(f"train_transforms: scale_mode must be 'output' or 'area', got {scale_mode!r}")
+    if hflip_p > 0:
+        steps.append(RandomHorizontalFlip(p=hflip_p))
+    if jitter_p > 0 and any(v > 0 for v in jitter):
+        b, c, s, h = jitter
+        steps.append(v2.RandomApply([v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h)],
+                                    p=jitter_p))
+    if low_light_p > 0:
+        steps.append(RandomLowLight(p=low_light_p, gamma=low_light_gamma, brightness=low_light_brightness))
+    if blur_p > 0 and blur_kernel > 0:
+        sigma = blur_sigma if blur_sigma is not None else 0.3 * ((blur_kernel - 1) * 0.5 - 1) + 0.8
+        steps.append(v2.RandomApply([v2.GaussianBlur(blur_kernel, sigma=sigma)], p=blur_p))
+    if noise_p > 0 and (saltiness > 0 or spiciness > 0):
+        steps.append(PepperSaltNoise(saltiness=saltiness, spiciness=spiciness, p=noise_p))
+    return JointTransform(steps, num_crops=num_crops, sanitize=True)
+
+
+def eval_transforms() -> JointTransform:
+    """Evaluation: no augmentation; the image is converted to float ``(3, H, W)`` in ``[0, 1]``, the
+    points are kept as they are, and ``meta`` gets ``size`` and ``count``."""
+    return JointTransform(None, num_crops=1, sanitize=False)
