@@ -653,6 +653,9 @@ def render_scene(rng: np.random.Generator, config: SyntheticConfig | None = None
     lo, hi = config.person_height_range
     hi_n = float(np.clip(hi * 1.15 / math.sqrt(1.0 + n_people / 60.0), lo * 1.3, hi))
     h_bottom = math.exp(rng.uniform(math.log(lo), math.log(hi_n))) * ss
+    # keep the camera well above head height (k <= 0.7, i.e. camera >= 2.4 m): farther heads then appear
+    # higher in the image than nearer ones, as in real crowd photographs
+    h_bottom = min(h_bottom, 0.7 * (H - horizon))
     cam = _Camera(width=W, height=H, horizon=horizon, k=h_bottom / (H - horizon), focal=float(W))
     # visible depth range: farthest row where a head is still min_head_px wide; nearest: feet below the frame
     h_min = config.min_head_px * ss / (_HEAD_FRACTION * 0.8)
