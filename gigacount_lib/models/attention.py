@@ -1,0 +1,100 @@
+"""The per-scale attention block of GigaCount ("ccsm" in the official code).
+
+The block comes from FFNet (Focus for Free in density-based counting, arXiv:2404.07847), which
+GigaCount reuses on each ConvNeXt scale. With input width ``C``, hidden width ``C_h`` and output
+width ``C_o`` (96/48/16, 192/96/32, 384/192/64 for the three GigaCount scales) it computes::
+
+    x1 = x ⊙ σ(W_c · avgpool(x))                      channel attention, W_c: C -> C (1x1, bias)
+    x2 = BN(ReLU(ODConv_1x1(x1))) + x1                 C -> C, residual
+    x3 = ODConv_1x1(x2)                                C -> C_h
+    x4 = ODConv_1x1(x3) + x3                           C_h -> C_h, residual
+    x5 = ODConv_1x1(x4)                                C_h -> C_o
+    y  = x5 ⊙ σ(conv7x7(mean_c(x5)))                   spatial attention, 1 -> 1 channel
+
+The ODConv layers are :class:`~gigacount_lib.models.odconv.ODConv2d` (Li et al., ICLR 2022) with
+4 candidate kernels.
+
+About the paper vs. the code: the GigaCount paper's text says the ConvNeXt blocks of the encoder
+were replaced by ODConv blocks; the official code keeps the ConvNeXt blocks and uses ODConv *only
+here*, inside these attention blocks. ``gigacount`` follows the code; ``gigacount_odconv_blocks``
+follows the text (see :mod:`gigacount_lib.models.encoder`).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .odconv import ODConv2d
+
+__all__ = ["ChannelAttention", "SpatialAttention", "ScaleAttentionBlock"]
+
+
+class ChannelAttention(nn.Module):
+    """``x ⊙ σ(W · avgpool(x))`` with a 1x1 conv ``W`` (C -> C). ``(B, C, H, W) -> (B, C, H, W)``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc = nn.Conv2d(channels, channels, kernel_size=1, bias=True)
+
+    def attention(self, x: Tensor) -> Tensor:
+        """The channel weights ``(B, C, 1, 1)`` in (0, 1)."""
+        return torch.sigmoid(self.fc(x.mean(dim=(2, 3), keepdim=True)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.attention(x)
+
+
+class SpatialAttention(nn.Module):
+    """``x ⊙ σ(conv_k(mean_c(x)))`` with a ``k x k`` conv on the channel mean (1 -> 1 channel)."""
+
+    def __init__(self, kernel_size: int = 7) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, kernel_size=kernel_size, padding=kernel_size // 2, bias=True)
+
+    def attention(self, x: Tensor) -> Tensor:
+        """The spatial weights ``(B, 1, H, W)`` in (0, 1)."""
+        return torch.sigmoid(self.conv(x.mean(dim=1, keepdim=True)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.attention(x)
+
+
+class ScaleAttentionBlock(nn.Module):
+    """One FFNet/GigaCount attention block (see the module docstring for the equations).
+
+    Args:
+        in_channels: ``C`` (width of the encoder map at this scale).
+        hidden_channels: ``C_h`` (``C / 2`` in GigaCount).
+        out_channels: ``C_o`` (16/32/64 in GigaCount).
+        kernel_num: candidate kernels of each ODConv (4).
+        spatial_kernel: size of the spatial-attention conv (7).
+
+    ``forward(x)`` maps ``(B, C, H, W) -> (B, C_o, H, W)``; :meth:`forward_with_maps` also returns
+    the channel attention ``(B, C, 1, 1)`` and the spatial attention ``(B, 1, H, W)``.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, kernel_num: int = 4,
+                 spatial_kernel: int = 7) -> None:
+        super().__init__()
+        self.in_channels, self.hidden_channels, self.out_channels = in_channels, hidden_channels, out_channels
+        self.channel_attention = ChannelAttention(in_channels)
+        self.conv1 = ODConv2d(in_channels, in_channels, 1, kernel_num=kernel_num)
+        self.act1 = nn.ReLU(inplace=True)
+        self.bn1 = nn.BatchNorm2d(in_channels)
+        self.conv2 = ODConv2d(in_channels, hidden_channels, 1, kernel_num=kernel_num)
+        self.conv3 = ODConv2d(hidden_channels, hidden_channels, 1, kernel_num=kernel_num)
+        self.conv4 = ODConv2d(hidden_channels, out_channels, 1, kernel_num=kernel_num)
+        self.spatial_attention = SpatialAttention(spatial_kernel)
+
+    def forward_with_maps(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        ca = self.channel_attention.attention(x)
+        x = x * ca
+        x = self.bn1(self.act1(self.conv1(x))) + x
+        x = self.conv2(x)
+        x = self.conv3(x) + x
+        x = self.conv4(x)
+        sa = self.spatial_attention.attention(x)
+        return x * sa, {"channel": ca, "spatial": sa}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_maps(x)[0]

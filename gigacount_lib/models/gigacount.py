@@ -1,0 +1,106 @@
+"""GigaCount: CLIP-EBC with a truncated ConvNeXt-Tiny encoder and multi-scale attention fusion.
+
+Pipeline (shapes for a 224 x 224 input, default configuration)::
+
+    image (B, 3, 224, 224) in [0, 1] -> normalise (ImageNet mean/std), pad to a multiple of 32
+    ConvNeXt-Tiny stem + stages 1-3        (B, 96, 56, 56)  (B, 192, 28, 28)  (B, 384, 14, 14)
+    attention block per scale ("ccsm")     (B, 16, 56, 56)  (B, 32, 28, 28)   (B, 64, 14, 14)
+    transposed convs to stride 4, concat   (B, 112, 56, 56)
+    2x2 average pool to stride 8           (B, 112, 28, 28)
+    BasicBlock 112 -> 768                  (B, 768, 28, 28)
+    1x1 projection to the CLIP width D     (B, D, 28, 28)       D = 1024 (RN50 text) or 512 (ViT-B/16)
+    cosine head vs. K text prototypes      logits (B, K, 28, 28), density (B, 1, 28, 28)
+
+See :mod:`.encoder` (ConvNeXt, stage 4, the paper-vs-code ODConv discrepancy), :mod:`.attention`
+(the FFNet attention block with ODConv), :mod:`.fusion` and :mod:`.head`.
+
+Variants (built by :func:`gigacount_lib.models.build_model`):
+
+* ``gigacount``: the above (the official code's architecture).
+* ``gigacount_stage4``: stage 4 kept; its 768-channel stride-32 map gets its own attention block
+  (768 -> 384 -> 128, continuing the halving pattern; our choice) and a k8 s8 transposed conv, so the
+  fused map has 16 + 32 + 64 + 128 = 240 channels.
+* ``gigacount_odconv_blocks``: the paper-text encoder (ODConv inside every ConvNeXt block).
+* ``gigacount_no_fusion``: only the deepest (stride-16) attention output, upsampled like in the
+  fusion (k4 s4, then 2x2 pool): 64 channels into the decoder.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from torch import Tensor, nn
+
+from ..binning import BinConfig
+from .attention import ScaleAttentionBlock
+from .base import IMAGENET_MEAN, IMAGENET_STD, BasicBlock, CountingModel, init_decoder_weights
+from .encoder import ModifiedConvNeXt
+from .fusion import MultiScaleFusion
+
+__all__ = ["GigaCount", "ATTENTION_WIDTHS"]
+
+# (in, hidden, out) channels of the attention block at each ConvNeXt stage; the 4th is our extrapolation.
+ATTENTION_WIDTHS = ((96, 48, 16), (192, 96, 32), (384, 192, 64), (768, 384, 128))
+
+
+class GigaCount(CountingModel):
+    """The GigaCount counting model (see the module docstring).
+
+    Args:
+        bin_config: bins and anchors (reduction 8).
+        text_prototypes: ``(K, D)`` CLIP text embeddings of the bin prompts.
+        encoder: a :class:`ModifiedConvNeXt`.
+        scales: indices of the encoder maps that are fused (``(0, 1, 2)``; ``(2,)`` = no fusion).
+        decoder_channels: width of the BasicBlock decoder (768).
+        kernel_num: ODConv candidate kernels in the attention blocks (4).
+        weights_info, text_tower_params: bookkeeping (see :class:`CountingModel`).
+    """
+
+    def __init__(self, bin_config: BinConfig, text_prototypes: Tensor, encoder: ModifiedConvNeXt,
+                 scales: Sequence[int] = (0, 1, 2), decoder_channels: int = 768, kernel_num: int = 4,
+                 weights_info: dict[str, Any] | None = None, text_tower_params: int = 0) -> None:
+        super().__init__(bin_config, text_prototypes, mean=IMAGENET_MEAN, std=IMAGENET_STD, pad_multiple=32,
+                         weights_info=weights_info, text_tower_params=text_tower_params)
+        self.encoder = encoder
+        self.scales = tuple(int(s) for s in scales)
+        if not self.scales or any(s < 0 or s >= len(encoder.channels) for s in self.scales):
+            raise ValueError(f"GigaCount: scales {scales} must index the encoder's {len(encoder.channels)} maps")
+        blocks = []
+        for s in self.scales:
+            c_in, c_hidden, c_out = ATTENTION_WIDTHS[s]
+            if c_in != encoder.channels[s]:
+                raise ValueError(f"GigaCount: encoder map {s} has {encoder.channels[s]} channels, expected {c_in}")
+            blocks.append(ScaleAttentionBlock(c_in, c_hidden, c_out, kernel_num=kernel_num))
+        self.attention = nn.ModuleList(blocks)
+        self.fusion = MultiScaleFusion([ATTENTION_WIDTHS[s][2] for s in self.scales],
+                                       [encoder.reductions[s] for s in self.scales], out_stride=8)
+        self.decoder = BasicBlock(self.fusion.out_channels, decoder_channels)
+        self.projection = nn.Conv2d(decoder_channels, self.head.embed_dim, kernel_size=1)
+        init_decoder_weights(self.fusion)
+        init_decoder_weights(self.decoder)
+        init_decoder_weights(self.projection)
+
+    def forward_intermediates(self, x: Tensor) -> dict[str, Any]:
+        """Every intermediate of ``forward_features`` on a prepared batch (for inspection / the notebook).
+
+        Keys: ``encoder`` (list of maps), ``attended`` (list), ``channel_attention`` (list of
+        ``(B, C, 1, 1)``), ``spatial_attention`` (list of ``(B, 1, h, w)``), ``fused_stride4``,
+        ``fused``, ``decoded``, ``features``.
+        """
+        feats = self.encoder(x)
+        attended, channel_maps, spatial_maps = [], [], []
+        for block, s in zip(self.attention, self.scales):
+            y, maps = block.forward_with_maps(feats[s])
+            attended.append(y)
+            channel_maps.append(maps["channel"])
+            spatial_maps.append(maps["spatial"])
+        fused4 = self.fusion.forward_stride4(attended)
+        fused = nn.functional.avg_pool2d(fused4, 2)
+        decoded = self.decoder(fused)
+        return {"encoder": feats, "attended": attended, "channel_attention": channel_maps,
+                "spatial_attention": spatial_maps, "fused_stride4": fused4, "fused": fused,
+                "decoded": decoded, "features": self.projection(decoded)}
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        feats = self.encoder(x)
+        attended = [block(feats[s]) for block, s in zip(self.attention, self.scales)]
+        return self.projection(self.decoder(self.fusion(attended)))

@@ -1,0 +1,166 @@
+"""Model registry and builder (timm-style): ``build_model(name, bin_config, pretrained=...)``.
+
+Pretrained choices (see :mod:`gigacount_lib.models.pretrained` for the policy):
+
+* ``pretrained=True`` (default): published weights for the image encoder (ImageNet-1k ConvNeXt-Tiny
+  for GigaCount, OpenAI CLIP for the baselines) and the text tower (OpenAI CLIP). Unavailable
+  weights raise :class:`PretrainedWeightsUnavailable` within seconds.
+* ``pretrained=None`` or ``False``: random init of both; logged and recorded.
+* ``image_pretrained=`` / ``text_pretrained=`` override the choice for one part;
+  ``image_weights=`` / ``text_weights=`` take local files (and imply pretrained for that part).
+
+Every model carries ``model.weights_info`` (JSON-ready) describing what was loaded, so checkpoints
+and run manifests can record it, and ``model.bin_config``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from ..binning import BinConfig
+from ..utils import get_logger
+from .clip_ebc import CLIPEBC, CLIPResNetFeatures, CLIPViTFeatures
+from .encoder import DEFAULT_CONVNEXT, ModifiedConvNeXt
+from .gigacount import GigaCount
+from .head import bin_prompts
+from .pretrained import build_clip_visual, compute_text_prototypes, resolve_clip_weights
+
+__all__ = ["register_model", "list_models", "build_model", "resolve_pretrained_flags"]
+
+log = get_logger("models")
+
+_REGISTRY: dict[str, Callable[..., Any]] = {}
+
+
+def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator: register a builder ``fn(bin_config, image_pretrained, text_pretrained, **kw)`` by its name."""
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`build_model`."""
+    return sorted(_REGISTRY)
+
+
+def resolve_pretrained_flags(pretrained: Any, image_pretrained: bool | None, text_pretrained: bool | None,
+                             image_weights: Any, text_weights: Any) -> tuple[bool, bool]:
+    """Combine the global ``pretrained`` switch with the per-part flags and local files."""
+    if pretrained not in (True, False, None):
+        raise ValueError(f"pretrained must be True, False or None, got {pretrained!r}; "
+                         "pass local files with image_weights=/text_weights=")
+    image = bool(pretrained) if image_pretrained is None else bool(image_pretrained)
+    text = bool(pretrained) if text_pretrained is None else bool(text_pretrained)
+    return image or image_weights is not None, text or text_weights is not None
+
+
+def build_model(name: str, bin_config: BinConfig | None = None, pretrained: bool | None = True, *,
+                image_pretrained: bool | None = None, text_pretrained: bool | None = None,
+                image_weights: str | os.PathLike | None = None, text_weights: str | os.PathLike | None = None,
+                prompt_style: str = "word", **kwargs: Any):
+    """Build a registered counting model.
+
+    Args:
+        name: one of :func:`list_models`.
+        bin_config: bins/anchors (reduction 8); ``None`` = ``BinConfig.gigacount_qnrf()``.
+        pretrained: True (published weights), None/False (random init; explicit and recorded).
+        image_pretrained, text_pretrained: per-part overrides of ``pretrained``.
+        image_weights, text_weights: local weight files (timm checkpoint / open_clip CLIP checkpoint).
+        prompt_style: ``"word"`` or ``"number"`` bin prompts.
+        **kwargs: builder options (e.g. ``clip_model="ViT-B-16"`` for GigaCount's text tower,
+            ``num_vpt`` for the ViT baseline).
+
+    Returns the model, with ``bin_config`` and ``weights_info`` attributes.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    if bin_config is None:
+        bin_config = BinConfig.gigacount_qnrf()
+    image_pre, text_pre = resolve_pretrained_flags(pretrained, image_pretrained, text_pretrained,
+                                                   image_weights, text_weights)
+    for part, flag in (("image encoder", image_pre), ("text tower", text_pre)):
+        if not flag:
+            log.info("%s: %s uses RANDOM initialisation (explicitly requested)", name, part)
+    model = _REGISTRY[name](bin_config, image_pre, text_pre, image_weights=image_weights,
+                            text_weights=text_weights, prompt_style=prompt_style, **kwargs)
+    model.weights_info = {"model": name, "pretrained_arg": repr(pretrained), **model.weights_info}
+    model.model_name = name
+    return model
+
+
+def _text(clip_model: str, bin_config: BinConfig, text_pre: bool, text_weights, prompt_style: str):
+    prompts = bin_prompts(bin_config, prompt_style)
+    protos, info = compute_text_prototypes(clip_model, prompts, pretrained=text_pre, weights_path=text_weights)
+    info["prompt_style"] = prompt_style
+    return protos, info
+
+
+def _gigacount(bin_config: BinConfig, image_pre: bool, text_pre: bool, *, image_weights=None, text_weights=None,
+               prompt_style: str = "word", clip_model: str = "RN50", keep_stage4: bool = False,
+               block_type: str = "convnext", scales: tuple[int, ...] | None = None,
+               timm_name: str = DEFAULT_CONVNEXT, kernel_num: int = 4, decoder_channels: int = 768) -> GigaCount:
+    protos, text_info = _text(clip_model, bin_config, text_pre, text_weights, prompt_style)
+    encoder = ModifiedConvNeXt(keep_stage4=keep_stage4, block_type=block_type, pretrained=image_pre,
+                               weights_file=image_weights, timm_name=timm_name, odconv_kernel_num=kernel_num)
+    if scales is None:
+        scales = tuple(range(len(encoder.channels)))
+    info = {"image": {"encoder": timm_name, "source": encoder.weights_source,
+                      "random_init": encoder.weights_source == "random", "block_type": block_type,
+                      "keep_stage4": keep_stage4},
+            "text": text_info}
+    return GigaCount(bin_config, protos, encoder, scales=scales, kernel_num=kernel_num,
+                     decoder_channels=decoder_channels, weights_info=info,
+                     text_tower_params=text_info["text_tower_params"])
+
+
+@register_model
+def gigacount(bin_config, image_pre, text_pre, **kw) -> GigaCount:
+    """GigaCount as in the official code: ConvNeXt-Tiny stages 1-3, ODConv attention blocks, fusion."""
+    return _gigacount(bin_config, image_pre, text_pre, **kw)
+
+
+@register_model
+def gigacount_stage4(bin_config, image_pre, text_pre, **kw) -> GigaCount:
+    """Ablation: stage 4 kept and fused too."""
+    return _gigacount(bin_config, image_pre, text_pre, keep_stage4=True, **kw)
+
+
+@register_model
+def gigacount_odconv_blocks(bin_config, image_pre, text_pre, **kw) -> GigaCount:
+    """The paper-text encoder: every ConvNeXt block's depthwise conv is an ODConv."""
+    return _gigacount(bin_config, image_pre, text_pre, block_type="odconv", **kw)
+
+
+@register_model
+def gigacount_no_fusion(bin_config, image_pre, text_pre, **kw) -> GigaCount:
+    """Ablation: only the deepest (stride-16) map, no multi-scale fusion."""
+    return _gigacount(bin_config, image_pre, text_pre, scales=(2,), **kw)
+
+
+def _clip_ebc(clip_model: str, kind: str, bin_config, image_pre, text_pre, *, image_weights=None,
+              text_weights=None, prompt_style="word", **kw) -> CLIPEBC:
+    protos, text_info = _text(clip_model, bin_config, text_pre, text_weights, prompt_style)
+    if image_pre:
+        file, source = resolve_clip_weights(clip_model, "openai", image_weights, argument="image_weights")
+    else:
+        file, source = None, "random"
+    visual = build_clip_visual(clip_model, file)
+    features = CLIPResNetFeatures(visual) if kind == "resnet" else CLIPViTFeatures(visual, **kw)
+    info = {"image": {"encoder": f"open_clip:{clip_model}", "source": source, "random_init": file is None},
+            "text": text_info}
+    if kind == "vit":
+        info["image"].update(frozen=True, num_vpt=features.num_vpt, deep_vpt=features.deep_vpt)
+    return CLIPEBC(bin_config, protos, features, decoder="bottleneck" if kind == "resnet" else "basic",
+                   weights_info=info, text_tower_params=text_info["text_tower_params"])
+
+
+@register_model
+def clip_ebc_resnet50(bin_config, image_pre, text_pre, **kw) -> CLIPEBC:
+    """CLIP-EBC with the CLIP ResNet-50 image tower (fine-tuned), stride 16 -> 8."""
+    return _clip_ebc("RN50", "resnet", bin_config, image_pre, text_pre, **kw)
+
+
+@register_model
+def clip_ebc_vit_b16(bin_config, image_pre, text_pre, **kw) -> CLIPEBC:
+    """CLIP-EBC with the CLIP ViT-B/16 image tower (frozen, deep VPT), stride 16 -> 8."""
+    return _clip_ebc("ViT-B-16", "vit", bin_config, image_pre, text_pre, **kw)
