@@ -129,14 +129,21 @@ class RandomHorizontalFlip(v2.RandomHorizontalFlip):
     """Horizontal flip with probability ``p``; key points follow ``x -> W - x`` (continuous pixels).
 
     The image is flipped by torchvision. torchvision's key-point kernel returns ``W - 1 - x``; we add
-    one to ``x`` so that the flip is an involution of ``[0, W]`` and every head stays in the image.
+    one to ``x`` so that the flip maps ``[0, W]`` onto itself and every head stays in the image
+    (a head at exactly ``x = 0`` goes to ``W - 1e-3`` rather than onto the excluded border ``W``).
     """
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         out = self._call_kernel(F.horizontal_flip, inpt)
         if isinstance(inpt, tv_tensors.KeyPoints):
-            shift = torch.tensor([1.0, 0.0], dtype=out.dtype, device=out.device)
-            out = tv_tensors.wrap(out.as_subclass(Tensor) + shift, like=out)
+            width = inpt.canvas_size[1]
+            xy = out.as_subclass(Tensor).clone()
+            x = xy[..., 0] + 1.0  # torchvision gives W - 1 - x
+            # a head exactly on the left border (x = 0) lands on x = W: keep it just inside so that
+            # the half-open check of SanitizeKeyPoints (0 <= x < W) does not drop it
+            on_border = (x >= width - 1e-3) & (x <= width)
+            xy[..., 0] = torch.where(on_border, torch.full_like(x, width - 1e-3), x)
+            out = tv_tensors.wrap(xy, like=out)
         return out
 
 
