@@ -43,7 +43,7 @@ __all__ = [
     "block_count_histogram", "block_count_histograms", "check_truncation", "suggest_truncation",
     "middle_anchors", "average_anchors", "compute_anchors", "class_frequencies", "class_shares",
     "load_clip_ebc_configs", "clip_ebc_configs_to_dict", "save_clip_ebc_configs",
-    "reconstruct_counts", "quantisation_errors",
+    "reconstruct_counts", "quantisation_errors", "find_shared_reference",
     "plot_count_histograms", "plot_bins", "plot_class_balance",
 ]
 
@@ -413,7 +413,7 @@ def block_count_histograms(annotations, block_sizes: Sequence[int] = (4, 8, 16, 
     whatever the number of images. Raises ``ValueError`` for an empty dataset and names the image
     for malformed annotations.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from .data.density import block_count_map
 
@@ -942,7 +942,7 @@ def quantisation_errors(annotations, configs: Mapping[str, BinConfig], *, progre
     (``(sum hat C - sum C) / sum C``) and ``max_abs_error``.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from .data.density import block_count_map
 
@@ -976,6 +976,27 @@ def quantisation_errors(annotations, configs: Mapping[str, BinConfig], *, progre
                      "rel_total_error": float(err.sum() / total_true) if total_true else float("nan"),
                      "max_abs_error": float(np.abs(err).max())})
     return pd.DataFrame(rows).set_index("config")
+
+
+# ====================================================================== reference data
+def find_shared_reference(start: str | os.PathLike | None = None) -> Path | None:
+    """The folder of published reference figures (``shared/reference`` beside the checkout), or ``None``.
+
+    Looks at ``$GIGACOUNT_REFERENCE``, then ``<checkout>/../shared/reference`` for the checkout that
+    holds this package, then for ``shared/reference`` beside ``start`` (default: the working
+    directory) and each of its parents. Returns ``None`` when absent (e.g. on Colab), so callers
+    can say so and carry on.
+    """
+    env = os.environ.get("GIGACOUNT_REFERENCE")
+    candidates: list[Path] = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parent.parent.parent / "shared" / "reference")
+    here = Path(start) if start is not None else Path.cwd()
+    here = here.resolve()
+    candidates += [d / "shared" / "reference" for d in (here, *here.parents)]
+    for c in candidates:
+        if (c / "clip_ebc_block_counts").is_dir() or (c / "clip_ebc_reduction_8.json").is_file():
+            return c
+    return None
 
 
 # ====================================================================== plots (notebook 02)

@@ -424,3 +424,15 @@ def test_plots():
     plot_class_balance(axes[2], configs, TOY)
     assert len(axes[2].patches) == 10
     plt.close(fig)
+
+
+def test_find_shared_reference(tmp_path, monkeypatch):
+    from gigacount_lib.binning import find_shared_reference
+
+    ref = tmp_path / "somewhere" / "reference"
+    (ref / "clip_ebc_block_counts").mkdir(parents=True)
+    monkeypatch.setenv("GIGACOUNT_REFERENCE", str(ref))
+    assert find_shared_reference() == ref
+    monkeypatch.setenv("GIGACOUNT_REFERENCE", str(tmp_path / "nothing"))
+    found = find_shared_reference(start=tmp_path)
+    assert found is None or (found / "clip_ebc_block_counts").is_dir()
