@@ -63,7 +63,7 @@ from ..utils import atomic_write_bytes, atomic_write_json, cache_dir, get_logger
 
 __all__ = [
     "DatasetNotFoundError", "CorruptImageError", "AnnotationError", "SampleRecord", "CrowdDataset",
-    "QNRFDataset", "ShanghaiTechDataset", "NWPUDataset", "JHUDataset", "build_dataset",
+    "QNRFDataset", "SyntheticDataset", "ShanghaiTechDataset", "NWPUDataset", "JHUDataset", "build_dataset",
     "DATASET_NAMES", "target_size", "load_rgb_image", "read_image_size", "clean_points",
     "resize_sample", "read_mat_points",
 ]
@@ -568,6 +568,15 @@ class QNRFDataset(CrowdDataset):
         return read_mat_points(record.ann_path, "annPoints")
 
 
+class SyntheticDataset(QNRFDataset):
+    """The embedded synthetic crowd dataset: UCF-QNRF layout, read by :class:`QNRFDataset`; only
+    its name differs (``meta["dataset"] == "synthetic"``)."""
+
+    display_name = "synthetic crowd dataset (UCF-QNRF layout)"
+    key = "synthetic"
+    homepage = "gigacount_lib.data.synthetic (generated locally: `gigacount synth --out DIR`)"
+
+
 class ShanghaiTechDataset(CrowdDataset):
     """ShanghaiTech part A or B (Zhang et al., CVPR 2016, the MCNN paper):
     ``part_X/{train,test}_data/images/IMG_N.jpg`` + ``ground-truth/GT_IMG_N.mat``
@@ -713,7 +722,7 @@ def build_dataset(name: str, root: str | Path | None, split: str = "train", **kw
         from .synthetic import resolve_data_root
 
         synth_kw = {k: kwargs.pop(k) for k in ("quick", "seed") if k in kwargs}
-        return QNRFDataset(resolve_data_root(root, **synth_kw), split, **kwargs)
+        return SyntheticDataset(resolve_data_root(root, **synth_kw), split, **kwargs)
     if key == "qnrf":
         return QNRFDataset(root, split, **kwargs)
     if key in ("sha", "shb"):
