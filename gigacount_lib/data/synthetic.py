@@ -109,7 +109,7 @@ class SyntheticConfig:
     # geometry
     horizon_range: tuple[float, float] = (-0.8, 0.42)   # horizon row as a fraction of the height
     person_height_range: tuple[float, float] = (34.0, 230.0)  # height (px) of a person at the bottom row
-    min_head_px: float = 2.5          # the farthest heads are at least this wide (pixels)
+    min_head_px: float = 1.5          # the farthest heads are at least this wide (pixels)
     min_spacing_m: float = 0.42       # minimum distance between two people on the ground (metres)
     min_visible_fraction: float = 0.35  # a head is annotated iff this fraction of it is visible
     # appearance
@@ -314,7 +314,7 @@ def _lighting_params(rng: np.random.Generator, lighting: str) -> dict[str, Any]:
                 "sky_top": (60, 60, 120), "sky_bottom": (235, 140, 80), "haze": rng.uniform(0.05, 0.3),
                 "haze_colour": (200, 140, 110), "ambient": 1.0, "contrast": rng.uniform(0.8, 1.0)}
     if lighting == "night":
-        return {"gain": rng.uniform(0.12, 0.3), "tint": np.array([0.85, 0.9, 1.15]),
+        return {"gain": rng.uniform(0.2, 0.4), "tint": np.array([0.85, 0.9, 1.15]),
                 "sky_top": (5, 8, 22), "sky_bottom": (25, 30, 55), "haze": rng.uniform(0.0, 0.15),
                 "haze_colour": (40, 40, 60), "ambient": 1.0, "contrast": rng.uniform(0.7, 1.0)}
     raise ValueError(f"lighting must be one of {LIGHTING}, got {lighting!r}")
