@@ -982,12 +982,14 @@ def quantisation_errors(annotations, configs: Mapping[str, BinConfig], *, progre
 def find_shared_reference(start: str | os.PathLike | None = None) -> Path | None:
     """The folder of published reference figures (``shared/reference`` beside the checkout), or ``None``.
 
-    Looks at ``$GIGACOUNT_REFERENCE``, then ``<checkout>/../shared/reference`` for the checkout that
+    Looks at ``$GIGACOUNT_REFERENCE`` (``none`` disables the search), then ``<checkout>/../shared/reference`` for the checkout that
     holds this package, then for ``shared/reference`` beside ``start`` (default: the working
     directory) and each of its parents. Returns ``None`` when absent (e.g. on Colab), so callers
     can say so and carry on.
     """
     env = os.environ.get("GIGACOUNT_REFERENCE")
+    if env is not None and env.strip().lower() in {"none", "off"}:
+        return None  # explicitly disabled (used to test the code path without reference data)
     candidates: list[Path] = [Path(env)] if env else []
     candidates.append(Path(__file__).resolve().parent.parent.parent / "shared" / "reference")
     here = Path(start) if start is not None else Path.cwd()

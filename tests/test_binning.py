@@ -436,3 +436,5 @@ def test_find_shared_reference(tmp_path, monkeypatch):
     monkeypatch.setenv("GIGACOUNT_REFERENCE", str(tmp_path / "nothing"))
     found = find_shared_reference(start=tmp_path)
     assert found is None or (found / "clip_ebc_block_counts").is_dir()
+    monkeypatch.setenv("GIGACOUNT_REFERENCE", "none")
+    assert find_shared_reference() is None

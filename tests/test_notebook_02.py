@@ -24,3 +24,14 @@ def test_notebook_02_runs(tmp_path):
     hist = CountHistogram.load(figures / "02_synthetic_counts_8.json")
     assert hist.block_size == 8 and hist.total > 0
     assert BinConfig.load(figures / "02_synthetic_reduction_8.json").reduction == 8
+
+
+@pytest.mark.notebook
+def test_notebook_02_runs_without_reference_data(tmp_path, monkeypatch):
+    """Without ``../shared/reference`` (e.g. on Colab) the notebook still runs and says so."""
+    monkeypatch.setenv("GIGACOUNT_REFERENCE", "none")  # the kernel inherits the environment
+    out = run_notebook_quick("02_blockwise_binning.ipynb", tmp_path)
+    text = out.read_text()
+    assert "../shared/reference not found" in text
+    assert not (tmp_path / "figures" / "02_bins_and_class_balance_qnrf.png").exists()
+    assert (tmp_path / "figures" / "02_quantisation_error_synthetic.png").is_file()
