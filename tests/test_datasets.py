@@ -295,6 +295,14 @@ def test_corrupt_and_truncated_images(tmp_path):
         ds[1]
 
 
+@pytest.mark.parametrize("bad_shape", [(3, 1), (2, 5), (4,)])
+def test_mat_with_wrong_shape(tmp_path, bad_shape):
+    _qnrf(tmp_path, counts=(2,))
+    scipy.io.savemat(tmp_path / "Train" / "img_0001_ann.mat", {"annPoints": np.ones(bad_shape)})
+    with pytest.raises(AnnotationError, match=r"img_0001_ann.mat.*\(N, 2\).*shape"):
+        QNRFDataset(tmp_path, "train")[0]
+
+
 def test_mat_without_key_and_wrong_shape(tmp_path):
     _qnrf(tmp_path, counts=(2, 2))
     scipy.io.savemat(tmp_path / "Train" / "img_0001_ann.mat", {"points": np.zeros((2, 2))})
@@ -363,3 +371,17 @@ def test_clean_points_handles_empty_and_nan():
     assert kept.shape == (0, 2) and n_nan == n_out == 0
     kept, n_nan, n_out = clean_points(np.array([[np.nan, 1], [1, np.inf], [5, 5], [11, 5]]), (10, 10))
     assert kept.tolist() == [[5, 5]] and n_nan == 2 and n_out == 1
+
+
+def test_qnrf_accepts_the_archive_folder_and_nwpu_json_fallback(tmp_path):
+    truth = _qnrf(tmp_path / "UCF-QNRF_ECCV18", counts=(2,))
+    _check_sample(QNRFDataset(tmp_path, "train")[0], truth["img_0001"])
+    nwpu = tmp_path / "nwpu"
+    truth = _nwpu(nwpu)
+    (nwpu / "mats" / "0002.mat").unlink()
+    (nwpu / "jsons").mkdir()
+    import json
+
+    (nwpu / "jsons" / "0002.json").write_text(json.dumps({"img_id": "0002.jpg", "human_num": 3,
+                                                        "points": truth["0002"].tolist(), "boxes": []}))
+    _check_sample(NWPUDataset(nwpu, "train")[1], truth["0002"])

@@ -169,14 +169,17 @@ def _load_mat(path: Path) -> dict[str, Any]:
                               "the file is corrupt or truncated") from err
 
 
-def _as_point_array(value: Any, path: Path, what: str) -> np.ndarray:
+def _as_point_array(value: Any, path: Path, what: str, *, columns: str = "exact") -> np.ndarray:
+    """``(N, 2)`` float64 from an annotation array; ``columns="exact"`` requires exactly two columns
+    (MATLAB files), ``"first"`` keeps the first two of more (JSON/text rows with extra fields)."""
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise AnnotationError(f"{path}: {what} is not numeric ({err})") from err
     if arr.size == 0:
         return np.zeros((0, 2), dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] < 2:
+    ok = arr.ndim == 2 and (arr.shape[1] == 2 if columns == "exact" else arr.shape[1] >= 2)
+    if not ok:
         raise AnnotationError(f"{path}: {what} must be an (N, 2) array of (x, y), got shape {arr.shape}")
     return arr[:, :2]
 
@@ -226,7 +229,7 @@ def _read_nwpu_json(path: Path) -> np.ndarray:
         raise AnnotationError(f"{path}: cannot read JSON ({err})") from err
     if "points" not in data:
         raise AnnotationError(f"{path}: no key 'points' in the JSON file (found {sorted(data)})")
-    return _as_point_array(data["points"], path, "'points'")
+    return _as_point_array(data["points"], path, "'points'", columns="first")
 
 
 # --------------------------------------------------------------------------------------------------
