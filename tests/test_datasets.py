@@ -377,6 +377,7 @@ def test_qnrf_accepts_the_archive_folder_and_nwpu_json_fallback(tmp_path):
     truth = _qnrf(tmp_path / "UCF-QNRF_ECCV18", counts=(2,))
     _check_sample(QNRFDataset(tmp_path, "train")[0], truth["img_0001"])
     nwpu = tmp_path / "nwpu"
+    nwpu.mkdir()
     truth = _nwpu(nwpu)
     (nwpu / "mats" / "0002.mat").unlink()
     (nwpu / "jsons").mkdir()
