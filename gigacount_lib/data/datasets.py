@@ -32,6 +32,10 @@ when both cannot hold), points are rescaled with the image, points outside the i
 NaN/inf coordinates are dropped (logged with their number). ``preprocess=True`` writes the result
 once to a cache folder (progress bar) and reads from it afterwards; otherwise it is done on the fly.
 
+Coordinates are used as stored in the annotation files (no 0/1-based shift is applied; the
+benchmarks' own evaluation code does not apply one either, and the half-pixel difference is
+irrelevant for counting).
+
 Images are converted to RGB: grayscale (``L``, ``1``), ``LA``, palette (``P``), ``RGBA`` (alpha is
 discarded), ``CMYK`` and 16-bit/32-bit grayscale (``I;16``, ``I``, ``F``; rescaled to 8 bits, not
 clipped). EXIF orientation is deliberately *not* applied: the annotations refer to the stored pixels.

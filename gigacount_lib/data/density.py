@@ -171,7 +171,8 @@ def gaussian_density_map(points, image_size: tuple[int, int], sigma: float = 4.0
 
     Each kernel is sampled at pixel centres, truncated at ``truncate * sigma`` and at the border,
     and renormalised to sum to 1, so ``D.sum()`` equals the number of points inside the image.
-    ``sigma <= 0`` gives :func:`point_map`. Returns float32 ``(H, W)``.
+    ``sigma <= 0`` gives :func:`point_map`. There is no canonical ``sigma``: papers use values
+    from about 4 to 15 pixels depending on the dataset and resolution. Returns float32 ``(H, W)``.
     """
     if not math.isfinite(sigma):
         raise ValueError(f"sigma must be finite, got {sigma}")
