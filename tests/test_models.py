@@ -1,0 +1,222 @@
+"""GigaCount variants and CLIP-EBC baselines: shapes, outputs, gradients, round-trips, quiet forward.
+
+All models are built with random init (``pretrained=None``): no weights can be downloaded here.
+The CLIP image towers (RN50, ViT-B/16) are large on CPU, so they are run at small sizes only.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gigacount_lib.binning import BinConfig
+from gigacount_lib.models import CountingOutput, build_model, list_models
+from gigacount_lib.models.odconv import ODConv2d
+
+GIGACOUNT_VARIANTS = ["gigacount", "gigacount_stage4", "gigacount_odconv_blocks", "gigacount_no_fusion"]
+BASELINES = ["clip_ebc_resnet50", "clip_ebc_vit_b16"]
+ALL = GIGACOUNT_VARIANTS + BASELINES
+
+
+@pytest.fixture(scope="module")
+def bin_config() -> BinConfig:
+    return BinConfig.gigacount_qnrf()
+
+
+@pytest.fixture(scope="module")
+def models(bin_config):
+    torch.manual_seed(0)
+    return {name: build_model(name, bin_config, pretrained=None).eval() for name in ALL}
+
+
+def test_registry_names():
+    assert set(ALL) <= set(list_models())
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("nope", BinConfig.gigacount_qnrf(), pretrained=None)
+
+
+@pytest.mark.parametrize("name", GIGACOUNT_VARIANTS)
+@pytest.mark.parametrize("size", [(224, 224), (256, 320), (512, 512), (200, 250)])
+def test_gigacount_shapes_and_finite(models, bin_config, name, size):
+    model = models[name]
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, *size))
+    assert isinstance(out, CountingOutput)
+    h, w = math.ceil(size[0] / 8), math.ceil(size[1] / 8)
+    assert out.logits.shape == (1, bin_config.num_bins, h, w)
+    assert out.density.shape == (1, 1, h, w)
+    assert torch.isfinite(out.logits).all() and torch.isfinite(out.density).all()
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_baseline_shapes_small_sizes(models, bin_config, name):
+    model = models[name]
+    with torch.no_grad():
+        for size in [(64, 96), (72, 90)]:  # 72x90 is not a multiple of 16 or 32: padded then cropped
+            out = model(torch.rand(1, 3, *size))
+            h, w = math.ceil(size[0] / 8), math.ceil(size[1] / 8)
+            assert out.logits.shape == (1, bin_config.num_bins, h, w)
+            assert out.density.shape == (1, 1, h, w)
+            assert torch.isfinite(out.logits).all() and torch.isfinite(out.density).all()
+
+
+def test_output_size_matches_block_count_maps(models):
+    from gigacount_lib.data.density import block_count_maps
+
+    size = (200, 250)
+    target = block_count_maps([torch.tensor([[10.0, 20.0], [249.0, 199.0]])], size, 8)
+    with torch.no_grad():
+        out = models["gigacount"](torch.rand(1, 3, *size))
+    assert out.density.shape == target.shape
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_density_is_probabilities_times_anchors(models, bin_config, name):
+    size = (64, 64) if name in BASELINES else (96, 128)
+    with torch.no_grad():
+        out = models[name](torch.rand(2, 3, *size))
+    probs = out.logits.softmax(dim=1)
+    anchors = torch.tensor(bin_config.anchor_points).view(1, -1, 1, 1)
+    torch.testing.assert_close(out.density, (probs * anchors).sum(1, keepdim=True))
+    torch.testing.assert_close(out.density, bin_config.expected_count(probs))
+    assert (out.density >= 0).all() and (out.density <= max(bin_config.anchor_points) + 1e-5).all()
+
+
+def _backward(model, size, batch=2):
+    model.train()
+    model.zero_grad(set_to_none=True)
+    out = model(torch.rand(batch, 3, *size))
+    (out.density.sum() + out.logits.square().mean()).backward()
+    model.eval()
+
+
+@pytest.mark.parametrize("name", GIGACOUNT_VARIANTS + ["clip_ebc_resnet50"])
+def test_gradients_reach_image_branch_not_text(models, name):
+    model = models[name]
+    _backward(model, (64, 64))
+    image_branch = model.encoder if hasattr(model, "encoder") else model.features
+    grads = [p.grad for p in image_branch.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+    assert model.head.logit_scale.grad is not None
+    # the text side is a fixed buffer computed once by the frozen tower: it can never receive gradients
+    assert not model.head.text_prototypes.requires_grad and model.head.text_prototypes.grad is None
+    assert "text_prototypes" not in dict(model.named_parameters())
+    assert not any("text" in n for n, _ in model.named_parameters())
+    model.zero_grad(set_to_none=True)
+
+
+def test_vit_baseline_is_frozen_and_prompt_tuned(models):
+    model = models["clip_ebc_vit_b16"]
+    _backward(model, (32, 48))
+    visual = list(model.features.visual.parameters())
+    assert visual and all(not p.requires_grad and p.grad is None for p in visual)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.features.vpt)
+    assert model.weights_info["image"]["frozen"] is True
+    model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("name", GIGACOUNT_VARIANTS + ["clip_ebc_resnet50"])
+def test_state_dict_round_trip(models, bin_config, name):
+    source = models[name]
+    torch.manual_seed(123)  # a different random init
+    target = build_model(name, bin_config, pretrained=None).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        before = target(x).density
+        target.load_state_dict(source.state_dict())
+        a, b = source(x), target(x)
+    assert not torch.allclose(before, a.density)
+    torch.testing.assert_close(a.logits, b.logits)
+    torch.testing.assert_close(a.density, b.density)
+
+
+def test_forward_is_quiet(models, capsys):
+    records: list[logging.LogRecord] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Catch(level=logging.DEBUG)
+    gc_logger = logging.getLogger("gigacount")
+    gc_logger.addHandler(handler)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with torch.no_grad():
+            for name in GIGACOUNT_VARIANTS:
+                models[name](torch.rand(1, 3, 64, 64))
+            models["clip_ebc_resnet50"](torch.rand(1, 3, 32, 32))
+    finally:
+        gc_logger.removeHandler(handler)
+        root.removeHandler(handler)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    assert records == []
+
+
+def test_weights_info_records_random_init(models):
+    for name in ALL:
+        info = models[name].weights_info
+        assert info["model"] == name and info["pretrained_arg"] == "None"
+        assert info["image"]["random_init"] is True and info["image"]["source"] == "random"
+        assert info["text"]["random_init"] is True and info["text"]["weights"].startswith("random")
+        assert models[name].bin_config == BinConfig.gigacount_qnrf()
+
+
+def test_gigacount_architecture_facts(models):
+    model = models["gigacount"]
+    enc = model.encoder
+    assert enc.channels == [96, 192, 384] and enc.reductions == [4, 8, 16]
+    n_enc = sum(p.numel() for p in enc.parameters())
+    assert 12.2e6 < n_enc < 12.5e6  # "about 12.3M parameters" for the stem + stages 1-3
+    widths = [(b.in_channels, b.hidden_channels, b.out_channels) for b in model.attention]
+    assert widths == [(96, 48, 16), (192, 96, 32), (384, 192, 64)]
+    assert sum(isinstance(m, ODConv2d) for m in model.attention.modules()) == 12
+    assert model.fusion.out_channels == 112
+    assert model.projection.out_channels == 1024  # RN50 text width
+    assert not any(isinstance(m, ODConv2d) for m in enc.modules())
+    # paper-text variant: every ConvNeXt block (3 + 3 + 9) has an ODConv depthwise conv
+    assert models["gigacount_odconv_blocks"].encoder.num_odconv_blocks == 15
+    assert models["gigacount_stage4"].encoder.channels == [96, 192, 384, 768]
+    assert models["gigacount_stage4"].fusion.out_channels == 240
+    assert models["gigacount_no_fusion"].fusion.out_channels == 64
+
+
+def test_intermediate_shapes_and_fusion_matches_official_resize(models):
+    model = models["gigacount"]
+    with torch.no_grad():
+        inter = model.forward_intermediates(model.prepare(torch.rand(1, 3, 224, 224)))
+    assert [tuple(f.shape[1:]) for f in inter["encoder"]] == [(96, 56, 56), (192, 28, 28), (384, 14, 14)]
+    assert [tuple(f.shape[1:]) for f in inter["attended"]] == [(16, 56, 56), (32, 28, 28), (64, 14, 14)]
+    assert [tuple(a.shape[1:]) for a in inter["spatial_attention"]] == [(1, 56, 56), (1, 28, 28), (1, 14, 14)]
+    assert tuple(inter["fused_stride4"].shape[1:]) == (112, 56, 56)
+    assert tuple(inter["fused"].shape[1:]) == (112, 28, 28)
+    # the official code resizes (bilinear) to 28x28; for 224 inputs that equals our 2x2 average pool
+    official = F.interpolate(inter["fused_stride4"], size=(28, 28), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(inter["fused"], official, rtol=1e-5, atol=1e-5)
+    assert tuple(inter["features"].shape[1:]) == (1024, 28, 28)
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 224, 224))
+    assert out.logits.shape[-2:] == (28, 28)
+
+
+def test_bad_inputs_are_clear_errors(models):
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        models["gigacount"](torch.rand(3, 64, 64))
+    with pytest.raises(ValueError, match="reduction"):
+        build_model("gigacount", BinConfig.fine(4, reduction=16), pretrained=None)
+    with pytest.raises(ValueError, match="pretrained must be"):
+        build_model("gigacount", BinConfig.gigacount_qnrf(), pretrained="openai")
+
+
+def test_other_bin_configs_and_text_width(bin_config):
+    fine = BinConfig.fine(8)
+    model = build_model("gigacount_no_fusion", fine, pretrained=None, clip_model="ViT-B-16").eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 64))
+    assert out.logits.shape[1] == 9 and model.head.embed_dim == 512
