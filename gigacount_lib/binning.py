@@ -234,6 +234,8 @@ class CountHistogram:
 
     def __post_init__(self) -> None:
         freq = tuple(int(n) for n in self.frequencies)
+        if not freq:
+            raise ValueError("CountHistogram: at least one frequency (n_0) is required")
         if any(n < 0 for n in freq):
             raise ValueError("CountHistogram: frequencies must be non-negative")
         while len(freq) > 1 and freq[-1] == 0:  # canonical form: no trailing zeros
@@ -674,12 +676,17 @@ class BinConfig:
         return self.anchors_tensor(device=classes.device)[classes]
 
     def expected_count(self, probs: Tensor, dim: int = 1) -> Tensor:
-        """``sum_k p_k * anchor_k`` along ``dim`` (kept as a size-1 dim), i.e. the block density."""
+        """``sum_k p_k * anchor_k`` along ``dim`` (kept as a size-1 dim), i.e. the block density.
+
+        Accumulates in at least float32 (half/bfloat16 inputs under autocast would otherwise round
+        the anchors, e.g. 4.21937 -> 4.21875 in bfloat16) and returns ``probs.dtype``.
+        """
         self.check_num_classes(probs.shape[dim], where="probabilities")
         shape = [1] * probs.ndim
         shape[dim] = self.num_bins
-        anchors = self.anchors_tensor(device=probs.device, dtype=probs.dtype).view(shape)
-        return (probs * anchors).sum(dim=dim, keepdim=True)
+        work = torch.promote_types(probs.dtype, torch.float32)
+        anchors = self.anchors_tensor(device=probs.device, dtype=work).view(shape)
+        return (probs.to(work) * anchors).sum(dim=dim, keepdim=True).to(probs.dtype)
 
     # ------------------------------------------------------------------ constructors
     @classmethod

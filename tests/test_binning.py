@@ -220,6 +220,11 @@ def test_expected_count_and_num_classes():
     assert torch.allclose(cfg.expected_count(probs), torch.full((2, 1, 3, 3), 4.21937))
     probs = torch.full((1, 5, 1, 1), 0.2)
     assert cfg.expected_count(probs).item() == pytest.approx(sum(cfg.anchor_points) / 5)
+    mixed = torch.softmax(torch.randn(2, 5, 4, 4), dim=1)
+    low = cfg.expected_count(mixed.to(torch.bfloat16))
+    assert low.dtype == torch.bfloat16
+    assert torch.allclose(low.float(), cfg.expected_count(mixed), rtol=1e-2)
+    assert cfg.expected_count(mixed.double()).dtype == torch.float64
     last = torch.full((4, 5), 0.2)
     assert cfg.expected_count(last, dim=-1).shape == (4, 1)
     with pytest.raises(ValueError, match="has 6 classes but the bin configuration has 5 bins"):
