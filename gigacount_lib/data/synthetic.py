@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from ..utils import atomic_write_bytes, atomic_write_json, cache_dir, get_logger
 
@@ -199,8 +199,8 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scales: Sequ
 
 
 def _rgb(color: Sequence[float]) -> tuple[int, int, int]:
-    c = np.clip(np.asarray(color, float), 0, 255)
-    return int(c[0]), int(c[1]), int(c[2])
+    r, g, b = color[0], color[1], color[2]
+    return (int(min(max(r, 0.0), 255.0)), int(min(max(g, 0.0), 255.0)), int(min(max(b, 0.0), 255.0)))
 
 
 def _jitter(rng: np.random.Generator, color: Sequence[float], amount: float) -> np.ndarray:
@@ -320,35 +320,39 @@ def _lighting_params(rng: np.random.Generator, lighting: str) -> dict[str, Any]:
     raise ValueError(f"lighting must be one of {LIGHTING}, got {lighting!r}")
 
 
-def _background(rng: np.random.Generator, cam: _Camera, light: dict[str, Any], night: bool
-                ) -> tuple[np.ndarray, str]:
-    """Sky (gradient + clouds) above the horizon and textured ground below, (H, W, 3) float32."""
-    H, W = int(cam.height), int(cam.width)
+def _background(rng: np.random.Generator, cam: _Camera, light: dict[str, Any], night: bool, scale: int = 1
+                ) -> tuple[Image.Image, str]:
+    """Sky (gradient + clouds) above the horizon and textured ground below, as an RGB image of the
+    camera's size; computed at ``1 / scale`` of it (the textures are smooth) and upsampled."""
+    H, W = int(cam.height) // scale, int(cam.width) // scale
+    horizon = cam.horizon / scale
     ys = np.arange(H, dtype=np.float32)[:, None]
     ground_name = list(_GROUND)[rng.integers(len(_GROUND))]
     base = _jitter(rng, _GROUND[ground_name], 0.12).astype(np.float32)
-    small = (max(H // 2, 16), max(W // 2, 16))
-    noise = _smooth_noise(rng, small, scales=(64, 16, 4), weights=(1.0, 0.6, 0.4))
-    noise = np.asarray(Image.fromarray(noise, mode="F").resize((W, H), Image.BILINEAR))
+    noise = _smooth_noise(rng, (H, W), scales=(32, 8, 2), weights=(1.0, 0.6, 0.4))
     # ground: texture amplitude falls with distance; colour lightens a little toward the horizon
-    depth_t = np.clip((ys - cam.horizon) / max(H - cam.horizon, 1.0), 0.0, 1.0)
+    depth_t = np.clip((ys - horizon) / max(H - horizon, 1.0), 0.0, 1.0)
     amp = 0.10 + 0.14 * depth_t
     ground = base[None, None, :] * (1.0 + amp[..., None] * noise[..., None] * rng.uniform(0.6, 1.4))
     ground = ground * (0.92 + 0.08 * depth_t[..., None])
     img = np.broadcast_to(ground, (H, W, 3)).astype(np.float32).copy()
-    if cam.horizon > 0:
-        rows = int(min(H, math.ceil(cam.horizon)))
-        t = (ys[:rows] / max(cam.horizon, 1.0))[..., None]
+    if horizon > 0:
+        rows = int(min(H, math.ceil(horizon)))
+        t = (ys[:rows] / max(horizon, 1.0))[..., None]
         sky = (1 - t) * np.array(light["sky_top"], np.float32) + t * np.array(light["sky_bottom"], np.float32)
         sky = np.broadcast_to(sky, (rows, W, 3)).copy()
         if not night and rng.random() < 0.7:
-            clouds = np.clip(_smooth_noise(rng, (max(rows, 2), W), scales=(96, 32, 8)) * 1.6 + rng.uniform(-0.3, 0.3), 0, 1)
+            clouds = np.clip(_smooth_noise(rng, (max(rows, 2), W), scales=(48, 16, 4)) * 1.6 + rng.uniform(-0.3, 0.3), 0, 1)
             sky += clouds[:rows, :, None] * (np.array([245, 245, 250], np.float32) - sky) * 0.85
         elif night:
             stars = rng.random((rows, W)) < 0.0004
             sky[stars] = 200
         img[:rows] = sky
-    return img, ground_name
+    out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
+    if scale > 1:
+        # nearest is exact here: the canvas is box-downsampled by the same factor at the end
+        out = out.resize((int(cam.width), int(cam.height)), Image.NEAREST)
+    return out, ground_name
 
 
 def _draw_buildings(rng: np.random.Generator, draw: ImageDraw.ImageDraw, cam: _Camera, night: bool) -> None:
@@ -683,8 +687,7 @@ def render_scene(rng: np.random.Generator, config: SyntheticConfig | None = None
     specs = [_person_spec(rng) for _ in range(len(ground_xy))]
 
     # background
-    bg, ground_name = _background(rng, cam, light, night)
-    canvas = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8), "RGB")
+    canvas, ground_name = _background(rng, cam, light, night, scale=ss)
     draw = ImageDraw.Draw(canvas)
     _draw_buildings(rng, draw, cam, night)
     _draw_paving(rng, draw, cam, ground_name)
@@ -692,15 +695,14 @@ def render_scene(rng: np.random.Generator, config: SyntheticConfig | None = None
     # soft shadows on the ground (applied to the background before anyone is drawn)
     sun_dx = rng.uniform(-0.6, 0.6)
     if len(ground_xy) and lighting in ("day", "dusk"):
-        shadow = Image.new("L", (W, H), 0)
+        shadow = Image.new("L", (W, H), 255)  # multiplicative: 255 = no shadow
         sdraw = ImageDraw.Draw(shadow)
         fx, fy = cam.to_image(ground_xy[:, 0], ground_xy[:, 1])
         hs = cam.person_height(fy)
         for x, y, h in zip(fx, fy, hs):
-            sdraw.ellipse((x - 0.12 * h + sun_dx * 0.3 * h, y - 0.035 * h, x + 0.12 * h + sun_dx * 0.5 * h, y + 0.035 * h), fill=110)
+            sdraw.ellipse((x - 0.12 * h + sun_dx * 0.3 * h, y - 0.035 * h, x + 0.12 * h + sun_dx * 0.5 * h, y + 0.035 * h), fill=167)
         shadow = shadow.filter(ImageFilter.BoxBlur(max(1, int(ss))))
-        arr = np.asarray(canvas, np.float32) * (1 - np.asarray(shadow, np.float32)[..., None] / 255.0 * 0.8)
-        canvas = Image.fromarray(arr.astype(np.uint8), "RGB")
+        canvas = ImageChops.multiply(canvas, Image.merge("RGB", (shadow, shadow, shadow)))
         draw = ImageDraw.Draw(canvas)
 
     label_img = Image.new("I", (W, H), 0)
@@ -746,26 +748,32 @@ def render_scene(rng: np.random.Generator, config: SyntheticConfig | None = None
     image = canvas.reduce(ss) if ss > 1 else canvas
     img = np.asarray(image, np.float32) / 255.0
     Hh, Ww = config.height, config.width
-    yy, xx = np.mgrid[0:Hh, 0:Ww].astype(np.float32)
-    illum = np.full((Hh, Ww), light["gain"], np.float32)
-    if night:
+    yy = np.arange(Hh, dtype=np.float32)[:, None]   # (H, 1)
+    xx = np.arange(Ww, dtype=np.float32)[None, :]   # (1, W)
+    gain = (light["gain"] * light["tint"]).astype(np.float32)
+    if night:  # street-light pools on the ground under each lamp: separable Gaussians
+        illum = np.ones((Hh, Ww), np.float32)
         for lx, ly, lr in lights:
-            lx1, ly1 = lx / ss, ly / ss
             sigma = max(20.0, 8 * lr / ss)
-            pool_y = ly1 + 3 * sigma  # light falls on the ground under the lamp
-            illum += 0.6 * np.exp(-((xx - lx1) ** 2 / (2 * (1.5 * sigma) ** 2) + (yy - pool_y) ** 2 / (2 * sigma ** 2)))
-    img = img * illum[..., None] * light["tint"][None, None, :]
-    # atmospheric haze, strongest at the horizon
-    hz = light["haze"] * np.exp(-np.clip(yy - horizon / ss, 0, None) / (0.35 * Hh))[..., None]
+            pool_y = ly / ss + 3 * sigma
+            gx = np.exp(-(xx - lx / ss) ** 2 / (2 * (1.5 * sigma) ** 2))
+            gy = np.exp(-(yy - pool_y) ** 2 / (2 * sigma ** 2))
+            illum += (0.6 / light["gain"]) * gy * gx
+        img = img * illum[..., None] * gain
+    else:
+        img = img * gain
+    # atmospheric haze, strongest at the horizon (one factor per row)
+    hz = (light["haze"] * np.exp(-np.clip(yy - horizon / ss, 0, None) / (0.35 * Hh)))[..., None]
     img = img * (1 - hz) + hz * (np.array(light["haze_colour"], np.float32) / 255.0) * light["gain"]
     # contrast around the mean, then vignetting
-    mean = img.mean()
+    mean = float(img.mean())
     img = (img - mean) * light["contrast"] + mean
     r2 = ((xx - Ww / 2) / (Ww / 2)) ** 2 + ((yy - Hh / 2) / (Hh / 2)) ** 2
-    img = img * (1 - rng.uniform(0.05, 0.3) * r2 / 2)[..., None]
+    img *= (1 - rng.uniform(0.05, 0.3) * r2 / 2)[..., None]
     if night:  # glowing lamp heads on top of the darkness
         for lx, ly, lr in lights:
-            g = np.exp(-((xx - lx / ss) ** 2 + (yy - ly / ss) ** 2) / (2 * max(1.5, 2.5 * lr / ss) ** 2))
+            s2 = 2 * max(1.5, 2.5 * lr / ss) ** 2
+            g = np.exp(-(yy - ly / ss) ** 2 / s2) * np.exp(-(xx - lx / ss) ** 2 / s2)
             img += 0.8 * g[..., None] * np.array([1.0, 0.9, 0.65], np.float32)
     # blur (optics / motion), then sensor noise (std grows with the signal and in low light)
     img8 = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), "RGB")
