@@ -137,6 +137,12 @@ def test_generation_is_byte_identical_for_a_seed(tmp_path):
     assert a["Train/img_0001.jpg"] != c["Train/img_0001.jpg"]
 
 
+def test_parallel_generation_writes_the_same_bytes(tmp_path):
+    serial = _files(generate_synthetic_dataset(tmp_path / "serial", TINY))
+    parallel = _files(generate_synthetic_dataset(tmp_path / "parallel", TINY, workers=2))
+    assert serial == parallel
+
+
 def test_layout_and_files_read_back_with_scipy(tmp_path):
     root = generate_synthetic_dataset(tmp_path / "syn", TINY)
     manifest = read_manifest(root)

@@ -17,6 +17,8 @@ Scene model (all sizes in pixels of the rendered image):
   above the image: a downward-looking camera). A person whose feet touch row ``y`` is
   ``h(y) = k (y - y_h)`` pixels tall, so people grow linearly toward the bottom. Positions are sampled on the
   ground in metres: depth ``Z = 1.7 F / h(y)`` and lateral ``X = (x - c_x) Z / F`` for a focal length ``F``.
+  ``k = 1.7 / camera height`` is kept below 0.7 (camera above 2.4 m), so farther heads appear higher in
+  the image than nearer ones, and the farthest people drawn have heads of ``min_head_px`` pixels.
 * **People** are head-and-shoulders/torso figures (legs, torso with shading, arms, neck, head, hair or hat)
   with skin, hair and clothing colours drawn from varied palettes, placed as Gaussian clusters in ground
   coordinates plus a sparse uniform part, with a minimum spacing of ``min_spacing_m`` metres.
@@ -34,8 +36,9 @@ Scene model (all sizes in pixels of the rendered image):
   JPEG compression at a random quality.
 
 Everything is deterministic for a seed: image ``i`` of a split draws from
-``numpy.random.SeedSequence([seed, split, i])``, and the written files are byte-identical across runs (the
-MAT-file header's creation date is replaced by a fixed text).
+``numpy.random.SeedSequence([seed, split, i])`` (so it does not depend on how many images are written or
+on ``workers``), and the written files are byte-identical across runs (the MAT-file header's creation date
+is replaced by a fixed text) for the same numpy/Pillow/libjpeg versions.
 """
 from __future__ import annotations
 
@@ -48,14 +51,14 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from ..utils import atomic_write_bytes, atomic_write_json, cache_dir, get_logger
+from ..utils import atomic_write_json, cache_dir, get_logger
 
 log = get_logger("data.synthetic")
 
@@ -925,7 +928,12 @@ def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except OSError as exc:  # another process renamed its copy into place first
+            if out.exists():
+                raise FileExistsError(f"{out}: appeared while generating; not replacing it") from exc
+            raise
 
 
 def _cache_key(config: SyntheticConfig) -> str:
