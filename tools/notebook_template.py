@@ -31,11 +31,11 @@ if importlib.util.find_spec("gigacount_lib") is None:
 %matplotlib inline'''
 
 PARAMETERS = '''# Parameters (papermill overrides this cell).
-data_root = None          # dataset root in UCF-QNRF layout; None = the embedded synthetic dataset
-quick = True              # small and fast (tests, CPU); False = the full reproduction settings
-device = "auto"           # "auto", "cpu", "cuda", ...
-seed = 0
-output_dir = "../figures" # where figures are saved'''
+data_root = None  # dataset root in UCF-QNRF layout, or None for the embedded synthetic dataset
+quick = True  # True: small and fast (tests, CPU); False: the full reproduction settings
+device = "auto"  # "auto", "cpu" or "cuda"
+seed = 0  # seeds Python, NumPy and torch
+output_dir = "../figures"  # where figures are saved'''
 
 
 def md(text: str):
