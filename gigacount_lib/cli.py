@@ -14,7 +14,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     config = SyntheticConfig(n_train=args.n_train, n_test=args.n_test, seed=args.seed,
                              width=args.width, height=args.height)
-    root = generate_synthetic_dataset(args.out, config, overwrite=args.overwrite)
+    try:
+        root = generate_synthetic_dataset(args.out, config, overwrite=args.overwrite, workers=args.workers)
+    except FileExistsError as exc:
+        print(f"gigacount synth: {exc}", file=sys.stderr)
+        return 2
     print(f"synthetic dataset written to {root}")
     return 0
 
@@ -36,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--width", type=int, default=512)
     synth.add_argument("--height", type=int, default=384)
-    synth.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
+    synth.add_argument("--overwrite", action="store_true",
+                       help="replace a synthetic dataset already in --out (other data is never replaced)")
+    synth.add_argument("--workers", type=int, default=1, help="processes used to render images")
     synth.set_defaults(func=_cmd_synth)
 
     rep = sub.add_parser("reproduce", help="execute every notebook headless (see README)")

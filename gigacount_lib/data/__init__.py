@@ -5,17 +5,30 @@ joint image + point transforms.
 * :mod:`.synthetic`  the deterministic synthetic crowd generator (UCF-QNRF layout) and its cache
 * :mod:`.density`    point / Gaussian / adaptive density maps and block-count maps
 * :mod:`.transforms` augmentations on ``torchvision.transforms.v2`` and batching
-"""
-from .datasets import (CrowdDataset, JHUDataset, NWPUDataset, QNRFDataset, ShanghaiTechDataset,
-                       SyntheticDataset, build_dataset)
-from .density import (adaptive_density_map, block_count_map, block_count_maps, density_map,
-                      gaussian_density_map, point_map)
-from .synthetic import SyntheticConfig, generate_synthetic_dataset, render_scene, resolve_data_root
-from .transforms import CrowdBatch, collate_crowd, eval_transforms, pad_points, train_transforms
 
-__all__ = [
-    "CrowdDataset", "QNRFDataset", "ShanghaiTechDataset", "NWPUDataset", "JHUDataset", "SyntheticDataset",
-    "build_dataset", "point_map", "gaussian_density_map", "adaptive_density_map", "density_map",
-    "block_count_map", "block_count_maps", "SyntheticConfig", "generate_synthetic_dataset", "render_scene",
-    "resolve_data_root", "CrowdBatch", "collate_crowd", "pad_points", "train_transforms", "eval_transforms",
-]
+Names are imported lazily, so that ``gigacount synth`` (numpy + PIL only) does not load torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "datasets": ["CrowdDataset", "QNRFDataset", "ShanghaiTechDataset", "NWPUDataset", "JHUDataset",
+                 "SyntheticDataset", "build_dataset"],
+    "density": ["point_map", "gaussian_density_map", "adaptive_density_map", "density_map",
+                "block_count_map", "block_count_maps"],
+    "synthetic": ["SyntheticConfig", "generate_synthetic_dataset", "render_scene", "resolve_data_root"],
+    "transforms": ["CrowdBatch", "collate_crowd", "pad_points", "train_transforms", "eval_transforms"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
