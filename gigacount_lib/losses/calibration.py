@@ -1,0 +1,106 @@
+r"""Calibration of the bin probabilities: reliability diagram and expected calibration error (ECE).
+
+Top-label calibration (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017): for every
+block take the confidence ``max_k p_k`` and whether ``argmax_k p_k`` is the true bin. Group the blocks
+into ``n_bins`` equal-width confidence bins ``B_m``; then
+
+.. math::
+    \mathrm{ECE} = \sum_m \frac{|B_m|}{n} \left| \mathrm{acc}(B_m) - \mathrm{conf}(B_m) \right|.
+
+A calibrated classifier has ``acc = conf`` in every bin (the diagonal of the reliability diagram).
+GigaCount's L_Prob (squared distance between ``p`` and the one-hot target, the Brier score) is a proper
+scoring rule, so it rewards calibrated probabilities; notebook 04 measures its effect.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["ReliabilityStats", "reliability_stats", "expected_calibration_error", "plot_reliability",
+           "collect_block_probabilities"]
+
+
+@dataclass
+class ReliabilityStats:
+    """Per confidence bin: edges ``(n_bins+1,)``, mean confidence, accuracy and block count ``(n_bins,)``."""
+
+    edges: Tensor
+    confidence: Tensor
+    accuracy: Tensor
+    count: Tensor
+
+    @property
+    def ece(self) -> float:
+        total = float(self.count.sum())
+        if total == 0:
+            return float("nan")
+        return float(((self.count / total) * (self.accuracy - self.confidence).abs()).sum())
+
+
+def reliability_stats(probs: Tensor, classes: Tensor, n_bins: int = 10) -> ReliabilityStats:
+    """Top-label reliability statistics of block probabilities.
+
+    Args:
+        probs: ``(B, K, h, w)`` (or ``(n, K)``) probabilities over the bins (rows sum to 1).
+        classes: ``(B, h, w)`` (or ``(n,)``) true bin indices.
+    """
+    if probs.ndim == 4:
+        probs = probs.movedim(1, -1).reshape(-1, probs.shape[1])
+    classes = classes.reshape(-1)
+    if probs.shape[0] != classes.shape[0]:
+        raise ValueError(f"reliability_stats: {probs.shape[0]} probability rows for {classes.shape[0]} classes")
+    if n_bins < 1:
+        raise ValueError(f"reliability_stats: n_bins must be >= 1, got {n_bins}")
+    probs = probs.detach().double()
+    conf, pred = probs.max(dim=1)
+    correct = (pred == classes.to(pred.device)).double()
+    edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
+    idx = torch.bucketize(conf.cpu(), edges[1:-1], right=False)  # bin m holds (edges[m], edges[m+1]]
+    count = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, idx, torch.ones_like(conf.cpu()))
+    conf_sum = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, idx, conf.cpu())
+    acc_sum = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, idx, correct.cpu())
+    safe = count.clamp_min(1)
+    return ReliabilityStats(edges=edges, confidence=conf_sum / safe, accuracy=acc_sum / safe, count=count)
+
+
+def expected_calibration_error(probs: Tensor, classes: Tensor, n_bins: int = 10) -> float:
+    """Top-label ECE (see the module docstring)."""
+    return reliability_stats(probs, classes, n_bins).ece
+
+
+def plot_reliability(ax, stats: ReliabilityStats, label: str | None = None, color: str | None = None):
+    """Reliability diagram: accuracy per confidence bin (bars) against the diagonal."""
+    centres = ((stats.edges[1:] + stats.edges[:-1]) / 2).numpy()
+    width = float(stats.edges[1] - stats.edges[0])
+    used = stats.count.numpy() > 0
+    ax.bar(centres[used], stats.accuracy.numpy()[used], width=width * 0.9, alpha=0.5, color=color,
+           edgecolor="black", label=f"{label} (ECE {stats.ece:.3f})" if label else f"ECE {stats.ece:.3f}")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (max bin probability)")
+    ax.set_ylabel("accuracy")
+    return ax
+
+
+@torch.no_grad()
+def collect_block_probabilities(model, loader, bin_config, device="cpu", max_batches: int | None = None):
+    """Run ``model`` over ``loader`` (``CrowdBatch`` batches): bin probabilities ``(n, K)`` and true classes ``(n,)``."""
+    from .dmcount import as_padded_points
+    from .hybrid import block_targets
+
+    model.eval()
+    all_probs, all_classes = [], []
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        batch = batch.to(device)
+        out = model(batch.images)
+        padded, mask = as_padded_points(batch.points, batch.images.shape[0], device)
+        _, classes = block_targets(padded, mask, tuple(out.logits.shape[-2:]), bin_config)
+        probs = out.logits.float().softmax(1)
+        all_probs.append(probs.movedim(1, -1).reshape(-1, probs.shape[1]).cpu())
+        all_classes.append(classes.reshape(-1).cpu())
+    return torch.cat(all_probs), torch.cat(all_classes)

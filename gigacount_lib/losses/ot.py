@@ -1,0 +1,428 @@
+r"""Entropic optimal transport for the DM-Count loss: batched Sinkhorn in two modes.
+
+The problem (DM-Count, Wang et al., NeurIPS 2020, Sec. 3.2). For one image, the predicted density
+``s`` (one value per output block, ``M = h*w`` blocks) is normalised to ``b = s / S`` with
+``S = sum(s)``, and the ``N`` annotated heads carry uniform mass ``a_i = 1/N``. With the squared
+Euclidean cost ``C_ij = |p_i - c_j|^2`` (pixels^2) between head ``p_i`` and block centre ``c_j``,
+
+.. math::
+    \mathrm{OT}_\varepsilon(a, b) = \min_{P \ge 0,\, P1 = a,\, P^T 1 = b}
+        \langle C, P\rangle + \varepsilon \sum_{ij} P_{ij} (\log P_{ij} - 1),
+
+with ``eps = reg = 10`` px^2. Its dual potentials ``(alpha, beta)`` satisfy
+``P_ij = exp((alpha_i + beta_j - C_ij) / eps)`` and ``d OT / d b = beta`` (up to a constant), so the
+gradient with respect to the *unnormalised* density is (chain rule through ``b = s / S``)
+
+.. math::
+    \frac{\partial\, \mathrm{OT}}{\partial s_j} = \frac{\beta_j S - \langle \beta, s\rangle}{S^2}.
+
+Block centres. The published code (``cvlab-stonybrook/DM-Count``, ``losses/ot_loss.py``, and
+CLIP-EBC's ``losses/dm_loss.py``) places the centre of block ``(i, j)`` at
+``x = j*r + r/2``, ``y = i*r + r/2`` pixels (``torch.arange(0, size, r) + r / 2``), with the cost
+in raw pixels^2 (``norm_cood`` off). We use the same centres; unlike the published code (square crops
+only) the height and width may differ.
+
+Two modes
+---------
+``reference`` (:func:`sinkhorn_reference`) reproduces the published numerics: scaling-domain
+Sinkhorn with ``K = exp(C / -reg)`` in float32, ``u = 1/N`` at start, then per iteration
+``v = b / (K^T u + 1e-16)`` and ``u = a / (K v + 1e-16)``, at most 100 iterations, and the
+published stopping rule (every 10th iteration the squared marginal error ``sum((b - v * K^T u)^2)``
+is compared with ``1e-9``; an image whose error is below stops updating). ``beta = reg*log(v+1e-16)``.
+The cost uses the published per-axis expansion ``-2xc + x^2 + c^2``, whose float32 rounding is part of
+those numerics. Differences from the published code, all without effect on valid inputs:
+
+* the whole batch is solved at once, over padded point sets with masks; images stop by masking,
+  not by leaving a Python loop (no ``.item()``, no host-device sync);
+* the kernel is *windowed*: each head only stores the ``(2R+1)^2`` blocks around it, where ``R`` is
+  chosen so that every dropped entry of ``exp(-C/reg)`` is below the smallest normal float32
+  (1.18e-38, i.e. ``C > 87.3 reg``); entries inside the window below that bound are set to 0 as well.
+  The published dense kernel holds those values as subnormals (about 1% of the entries); their total
+  contribution to ``K^T u`` is below ``1e-21`` of the ``1e-16`` guard, far below float32 resolution,
+  and dropping them removes the subnormal slow-down. At ``reg = 10``, ``r = 8`` the window is 9x9;
+* the per-iteration NaN/inf check with rollback is not reproduced: with ``b`` finite and non-negative
+  (checked once, up front) every ``v <= 1e16`` and ``u <= 1e16 * a``, so it cannot fire.
+
+Because ``K^T u`` underflows to 0 for blocks farther than about 30 px from every head, such a block
+gets ``v = b * 1e16`` and ``beta = reg * (36.8 + log b)``: its potential is capped instead of growing with
+the squared distance to the nearest head, and the block is effectively disconnected from the heads.
+
+``exact`` (:func:`sinkhorn_exact`) gives the potentials of the problem as posed, free of underflow:
+a *stabilised scaling* Sinkhorn (Schmitzer 2019, "Stabilized sparse scaling algorithms for entropy
+regularized transport problems", Alg. 2/3): the potentials are carried in the log domain and absorbed
+into the kernel ``K~_ij = exp((alpha_i + beta_j - C_ij) / eps)`` every ``absorb_every`` iterations,
+so the scaling vectors stay near 1 and the kernel entries that matter never underflow; entries below
+1e-30 (negligible against the dominant entry of their row/column, which is O(1) after absorption) are
+set to 0 so that no subnormal is ever multiplied. It is combined with epsilon-scaling (eps starts at
+the squared image diagonal and halves down to ``reg``; each stage re-absorbs), because plain Sinkhorn
+at ``reg = 10`` px^2 on a 224^2 crop is far from converged after 100 iterations (measured: the
+potentials are still 70-80% off, relative to their range, after 100 iterations and about 1% off after
+4000; see notebook 04 and ``tests/test_ot.py``).
+
+Why this algorithm (measured on the 2-core CPU of the course machine, batch 8, 200 heads per 224^2
+crop, 784 blocks, float32; ``benchmarks/bench_losses.py`` reports the current numbers):
+
+* log-domain Sinkhorn (two ``logsumexp`` over the dense ``B x N x M`` tensor per iteration) is the
+  robust textbook choice, but costs an ``exp`` per entry per half-iteration: the slowest option;
+* stabilised scaling does the same iterations with two batched matrix-vector products per iteration
+  and one ``exp`` pass per absorption (every 10 iterations and at each eps stage): several times
+  faster than log-domain, and exact to float32 resolution;
+* a truncated (windowed) kernel, as used for ``reference``, cannot represent the exact problem:
+  a block far from every head must still send its mass to its nearest head, so the exact plan is not
+  local in the *unscaled* kernel. (A truncation of the *stabilised* kernel, Schmitzer's sparse
+  variant, is local, but its sparsity pattern changes with the potentials; we leave it out.)
+
+All functions work on whole batches: points ``(B, N, 2)`` padded with a mask ``(B, N)``, densities
+``(B, M)``. Images with no heads (all-False mask rows) are allowed; their potentials are finite and
+their OT gradient is defined as zero by the caller (the published code skips them).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "DEFAULT_REG", "DEFAULT_NUM_ITERS", "OT_MODES", "OTResult", "block_centres", "squared_distances",
+    "published_squared_distances", "kernel_window_radius", "sinkhorn_reference", "sinkhorn_exact",
+    "sinkhorn_log_domain", "ot_potentials", "ot_gradient", "transport_plan",
+]
+
+DEFAULT_REG = 10.0
+DEFAULT_NUM_ITERS = 100
+OT_MODES = ("reference", "exact")
+M_EPS = 1e-16  # the published guard in the scaling updates and in log(v + 1e-16)
+_FLOAT32_TINY = float(torch.finfo(torch.float32).tiny)  # 1.18e-38, the smallest normal float32
+_STAB_FLUSH = 1e-30  # stabilised-kernel entries below this are set to 0 (no subnormals)
+
+
+class OTResult(NamedTuple):
+    """Output of a batched Sinkhorn solve.
+
+    alpha: ``(B, N)`` dual potential of the heads (0 on padding), pixels^2.
+    beta: ``(B, M)`` dual potential of the blocks, pixels^2 (what the DM-Count gradient uses).
+    iterations: ``(B,)`` int64, Sinkhorn iterations actually applied to each image.
+    marginal_error: ``(B,)`` float32, ``sum_j (b_j - (P^T 1)_j)^2`` at the end (the published criterion).
+    """
+
+    alpha: Tensor
+    beta: Tensor
+    iterations: Tensor
+    marginal_error: Tensor
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+def block_centres(grid_size: tuple[int, int], reduction: int, *, device=None,
+                  dtype: torch.dtype = torch.float32) -> Tensor:
+    """Centres ``(x, y)`` of the ``h x w`` output blocks in pixels, row-major: ``(h*w, 2)``.
+
+    Block ``(i, j)`` covers pixels ``[j r, (j+1) r) x [i r, (i+1) r)``; its centre is
+    ``((j + 0.5) r, (i + 0.5) r)``, as in the published DM-Count code.
+    """
+    h, w = int(grid_size[0]), int(grid_size[1])
+    ys = torch.arange(h, device=device, dtype=dtype) * reduction + reduction / 2
+    xs = torch.arange(w, device=device, dtype=dtype) * reduction + reduction / 2
+    cy, cx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([cx.reshape(-1), cy.reshape(-1)], dim=-1)
+
+
+def squared_distances(points: Tensor, centres: Tensor) -> Tensor:
+    """``C[b, i, j] = |points[b, i] - centres[j]|^2``: points ``(B, N, 2)``, centres ``(M, 2)`` -> ``(B, N, M)``.
+
+    Computed as ``(x - cx)^2 + (y - cy)^2`` (no cancellation), in the dtype of ``points``.
+    """
+    dx = points[..., 0:1] - centres[:, 0].to(points.dtype)
+    dy = points[..., 1:2] - centres[:, 1].to(points.dtype)
+    return dx * dx + dy * dy
+
+
+def _published_axis_cost(p: Tensor, c: Tensor) -> Tensor:
+    """``-2 p c + p^2 + c^2`` evaluated in the order the published code does (float rounding included)."""
+    return -2 * (p * c) + p * p + c * c
+
+
+def published_squared_distances(points: Tensor, grid_size: tuple[int, int], reduction: int) -> Tensor:
+    """The published cost: per-axis ``-2pc + p^2 + c^2``, then ``y_part + x_part``: ``(B, N, h*w)``.
+
+    Equal to :func:`squared_distances` up to float32 rounding (about ``1e-3`` px^2 at 224 px).
+    """
+    h, w = int(grid_size[0]), int(grid_size[1])
+    cx = torch.arange(w, device=points.device, dtype=torch.float32) * reduction + reduction / 2
+    cy = torch.arange(h, device=points.device, dtype=torch.float32) * reduction + reduction / 2
+    x_part = _published_axis_cost(points[..., 0:1].float(), cx)  # (B, N, w)
+    y_part = _published_axis_cost(points[..., 1:2].float(), cy)  # (B, N, h)
+    return (y_part.unsqueeze(-1) + x_part.unsqueeze(-2)).flatten(-2)
+
+
+def kernel_window_radius(reg: float, reduction: int) -> int:
+    """Half-width ``R`` (in blocks) of the window outside which ``exp(-C/reg)`` < smallest normal float32.
+
+    A head in block column ``q`` is at least ``(k - 0.5) r`` px from the centre of column ``q + k``, so
+    every block with ``(k - 0.5) r > sqrt(-reg * log(tiny))`` on either axis is outside; ``R`` is the
+    largest ``k`` that can still be inside.
+    """
+    d_max = math.sqrt(-reg * math.log(_FLOAT32_TINY))
+    return max(0, int(math.floor(d_max / reduction + 0.5)))
+
+
+# ---------------------------------------------------------------------------------------------- reference
+def _window_offsets(reg: float, reduction: int, device=None) -> Tensor:
+    """Block offsets ``(dy, dx)`` that a head can reach with ``exp(-C/reg) >= 1.18e-38``: ``(W, 2)``.
+
+    A head inside block ``(q_y, q_x)`` is at least ``max(|d| - 0.5, 0) r`` px from the centre of the
+    block ``d`` rows (or columns) away, so offsets whose two gaps exceed ``sqrt(-reg log tiny)`` in
+    Euclidean norm are left out (a disc of blocks rather than the full square window).
+    """
+    radius = kernel_window_radius(reg, reduction)
+    d_max_sq = -reg * math.log(_FLOAT32_TINY)
+    offs = []
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            gy = max(abs(dy) - 0.5, 0.0) * reduction
+            gx = max(abs(dx) - 0.5, 0.0) * reduction
+            if gy * gy + gx * gx <= d_max_sq:
+                offs.append((dy, dx))
+    return torch.tensor(offs, dtype=torch.long, device=device)
+
+
+def _window_indices(points: Tensor, mask: Tensor, grid_size: tuple[int, int], reduction: int,
+                    offsets: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Blocks around each head: flat indices ``(B, N, W)``, validity ``(B, N, W)``, centre x and y ``(B, N, W)``."""
+    h, w = int(grid_size[0]), int(grid_size[1])
+    col0 = (points[..., 0] / reduction).floor().long().clamp(0, w - 1)  # (B, N)
+    row0 = (points[..., 1] / reduction).floor().long().clamp(0, h - 1)
+    rows = row0.unsqueeze(-1) + offsets[:, 0]  # (B, N, W)
+    cols = col0.unsqueeze(-1) + offsets[:, 1]
+    valid = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w) & mask.unsqueeze(-1)
+    flat = rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1)
+    cx = cols.to(torch.float32) * reduction + reduction / 2
+    cy = rows.to(torch.float32) * reduction + reduction / 2
+    return flat, valid, cx, cy
+
+
+def _published_window_kernel(points: Tensor, mask: Tensor, grid_size: tuple[int, int], reduction: int,
+                             reg: float) -> tuple[Tensor, Tensor]:
+    """Windowed ``K = exp(C / -reg)`` with the published cost: values ``(B, N, W)`` and block indices ``(B, N, W)``."""
+    offsets = _window_offsets(reg, reduction, device=points.device)
+    flat, valid, cx, cy = _window_indices(points, mask, grid_size, reduction, offsets)
+    cost = _published_axis_cost(points[..., 1:2].float(), cy) + _published_axis_cost(points[..., 0:1].float(), cx)
+    kernel = torch.exp(cost / -reg)
+    kernel = torch.where(valid & (kernel >= _FLOAT32_TINY), kernel, torch.zeros_like(kernel))
+    return kernel, flat
+
+
+def _kt_u(kernel: Tensor, flat: Tensor, u: Tensor, out: Tensor, guard: float = 0.0) -> Tensor:
+    """``(K^T u)_j + guard`` for a windowed kernel: scatter-add of ``K_ij u_i`` into ``out`` ``(B, M)``."""
+    out.fill_(guard)
+    return out.scatter_add_(1, flat, (kernel * u.unsqueeze(-1)).reshape(out.shape[0], -1))
+
+
+def _k_v(kernel: Tensor, flat: Tensor, v: Tensor) -> Tensor:
+    """``(K v)_i`` for a windowed kernel: gather ``v`` over each head's window, ``(B, N)``."""
+    return torch.linalg.vecdot(kernel, v.gather(1, flat).reshape(kernel.shape))
+
+
+def sinkhorn_reference(points: Tensor, mask: Tensor, b: Tensor, grid_size: tuple[int, int], reduction: int,
+                       *, reg: float = DEFAULT_REG, num_iters: int = DEFAULT_NUM_ITERS,
+                       stop_threshold: float = 1e-9, eval_every: int = 10) -> OTResult:
+    """The published DM-Count Sinkhorn, batched (see the module docstring for what is reproduced).
+
+    Args:
+        points: ``(B, N, 2)`` padded ``(x, y)`` heads in pixels; mask ``(B, N)`` marks real heads.
+        b: ``(B, M)`` normalised predicted density (``M = h*w``, row-major), finite and ``>= 0``.
+        grid_size: ``(h, w)``; reduction: block size in pixels.
+        stop_threshold, eval_every: the published early stop (``0`` disables it). An image whose
+            squared marginal error is ``<= stop_threshold`` at an evaluation keeps the ``u, v`` of that
+            iteration; to save work the batch keeps iterating and such images are reverted at each
+            evaluation (one ``where`` per ``eval_every`` iterations instead of one per iteration).
+    Returns:
+        :class:`OTResult` with ``alpha = reg*log(u+1e-16)`` and ``beta = reg*log(v+1e-16)``.
+    """
+    points, b = points.float(), b.float()
+    batch, num_blocks = b.shape
+    kernel, flat = _published_window_kernel(points, mask, grid_size, reduction, reg)
+    flat = flat.reshape(batch, -1)
+    counts = mask.sum(-1, keepdim=True)
+    a = mask.float() / counts.clamp_min(1)
+    u = a.clone()  # the published start: ones(N) / N
+    v = torch.full_like(b, 1.0 / num_blocks)
+    ktu = torch.empty_like(b)
+    check = stop_threshold > 0 and eval_every > 0
+    active = torch.ones(batch, 1, dtype=torch.bool, device=b.device)
+    stop_it = torch.full((batch,), num_iters, dtype=torch.long, device=b.device)
+    u_frozen, v_frozen = u, v
+    for it in range(1, num_iters + 1):
+        v = torch.div(b, _kt_u(kernel, flat, u, ktu, M_EPS))
+        u = torch.div(a, _k_v(kernel, flat, v).add_(M_EPS))
+        if check and it % eval_every == 0:
+            u = torch.where(active, u, u_frozen)
+            v = torch.where(active, v, v_frozen)
+            err = (b - _kt_u(kernel, flat, u, ktu) * v).pow(2).sum(-1, keepdim=True)
+            newly = active & (err <= stop_threshold)
+            stop_it = torch.where(newly.squeeze(-1), it, stop_it)
+            active = active & ~newly
+            u_frozen, v_frozen = u, v
+    if check:
+        u = torch.where(active, u, u_frozen)
+        v = torch.where(active, v, v_frozen)
+    err = (b - _kt_u(kernel, flat, u, ktu) * v).pow(2).sum(-1)
+    return OTResult(alpha=reg * torch.log(u + M_EPS), beta=reg * torch.log(v + M_EPS),
+                    iterations=stop_it, marginal_error=err)
+
+
+# ---------------------------------------------------------------------------------------------- exact
+def _eps_schedule(reg: float, start: float, factor: float) -> list[float]:
+    """Geometric eps-scaling schedule ``start, start*factor, ...`` ending exactly at ``reg``."""
+    schedule = []
+    eps = max(start, reg)
+    while eps > reg * (1 + 1e-9):
+        schedule.append(eps)
+        eps *= factor
+    schedule.append(reg)
+    return schedule
+
+
+def sinkhorn_exact(cost: Tensor, mask: Tensor, b: Tensor, *, reg: float = DEFAULT_REG,
+                   num_iters: int = DEFAULT_NUM_ITERS, eps_scaling: bool = True, eps_start: float | None = None,
+                   eps_factor: float = 0.5, iters_per_stage: int = 3, absorb_every: int = 10) -> OTResult:
+    """Stabilised scaling Sinkhorn with eps-scaling, batched (see the module docstring).
+
+    Args:
+        cost: ``(B, N, M)`` squared distances in pixels^2 (padding rows are ignored via ``mask``).
+        mask: ``(B, N)`` real heads; b: ``(B, M)`` normalised density, finite and ``>= 0``.
+        num_iters: total iteration budget (eps-scaling stages included); the last
+            ``num_iters - stages * iters_per_stage`` (at least ``absorb_every``) run at ``reg``.
+        eps_scaling: anneal eps from ``eps_start`` (default: the largest cost, bounded by the caller's
+            image diagonal) down to ``reg`` by ``eps_factor`` per stage.
+    Returns:
+        :class:`OTResult` (``beta`` includes the ``reg * log b_j`` term; ``b_j`` is floored at 1.18e-38
+        inside that log so that empty blocks get a finite potential).
+    """
+    cost = cost.float()
+    b = b.float()
+    batch, num_points, num_blocks = cost.shape
+    counts = mask.sum(-1, keepdim=True)
+    a = mask.float() / counts.clamp_min(1)
+    # Images without heads: give them one dummy head with all the mass so that the iteration stays
+    # well-posed (their result is discarded by the caller).
+    empty = counts.squeeze(-1) == 0
+    mask_eff = mask.clone()
+    mask_eff[:, 0] |= empty
+    a = torch.where(empty.unsqueeze(-1), mask_eff.float(), a)
+    b = b.clamp_min(_FLOAT32_TINY)
+    if eps_scaling:
+        start = eps_start if eps_start is not None else float(cost.detach().amax()) if cost.numel() else reg
+        schedule = _eps_schedule(reg, start, eps_factor)
+    else:
+        schedule = [reg]
+    stage_iters = [iters_per_stage] * (len(schedule) - 1)
+    stage_iters.append(max(num_iters - sum(stage_iters), absorb_every if num_iters > 0 else 0))
+    valid = mask_eff.unsqueeze(-1)
+    alpha = torch.zeros(batch, num_points, device=cost.device)
+    beta = torch.zeros(batch, num_blocks, device=cost.device)
+    iterations = 0
+    for eps, n_iter in zip(schedule, stage_iters):
+        done = 0
+        while done < n_iter:
+            steps = min(absorb_every, n_iter - done)
+            kernel = torch.exp((alpha.unsqueeze(-1) + beta.unsqueeze(-2) - cost) / eps)
+            kernel = torch.where(valid & (kernel >= _STAB_FLUSH), kernel, torch.zeros_like(kernel))
+            u = torch.ones_like(alpha)
+            v = torch.ones_like(beta)
+            for _ in range(steps):
+                ktu = torch.bmm(u.unsqueeze(1), kernel).squeeze(1)
+                v = b / ktu.clamp_min(_FLOAT32_TINY)
+                kv = torch.bmm(kernel, v.unsqueeze(-1)).squeeze(-1)
+                u = torch.where(mask_eff, a / kv.clamp_min(_FLOAT32_TINY), torch.ones_like(kv))
+            alpha = alpha + eps * torch.log(u)
+            beta = beta + eps * torch.log(v)
+            done += steps
+            iterations += steps
+    # marginal error of the final plan (for diagnostics, same definition as the published one)
+    plan_cols = torch.exp((alpha.unsqueeze(-1) + beta.unsqueeze(-2) - cost) / reg).masked_fill(~valid, 0).sum(1)
+    err = (b - plan_cols).pow(2).sum(-1)
+    alpha = alpha.masked_fill(~mask, 0.0)
+    its = torch.full((batch,), iterations, dtype=torch.long, device=cost.device)
+    return OTResult(alpha=alpha, beta=beta, iterations=its, marginal_error=err)
+
+
+def sinkhorn_log_domain(cost: Tensor, mask: Tensor, b: Tensor, *, reg: float = DEFAULT_REG,
+                        num_iters: int = DEFAULT_NUM_ITERS, eps_scaling: bool = True,
+                        eps_start: float | None = None, eps_factor: float = 0.5,
+                        iters_per_stage: int = 3) -> OTResult:
+    """Batched log-domain Sinkhorn (two ``logsumexp`` per iteration): the robust, slower alternative.
+
+    Same schedule and outputs as :func:`sinkhorn_exact`; kept for the benchmark and as a cross-check.
+    """
+    cost = cost.to(torch.promote_types(cost.dtype, torch.float32))
+    b = b.to(cost.dtype)
+    batch, num_points, num_blocks = cost.shape
+    counts = mask.sum(-1, keepdim=True)
+    empty = counts.squeeze(-1) == 0
+    mask_eff = mask.clone()
+    mask_eff[:, 0] |= empty
+    a = mask_eff.to(cost.dtype) / mask_eff.sum(-1, keepdim=True)
+    log_a = torch.where(mask_eff, a.clamp_min(1e-300).log(), torch.full_like(a, -float("inf")))
+    log_b = b.clamp_min(_FLOAT32_TINY).log()
+    if eps_scaling:
+        start = eps_start if eps_start is not None else float(cost.detach().amax())
+        schedule = _eps_schedule(reg, start, eps_factor)
+    else:
+        schedule = [reg]
+    stage_iters = [iters_per_stage] * (len(schedule) - 1)
+    stage_iters.append(max(num_iters - sum(stage_iters), 1))
+    neg_inf = torch.tensor(-float("inf"), dtype=cost.dtype, device=cost.device)
+    alpha = torch.zeros(batch, num_points, dtype=cost.dtype, device=cost.device)
+    beta = torch.zeros(batch, num_blocks, dtype=cost.dtype, device=cost.device)
+    iterations = 0
+    for eps, n_iter in zip(schedule, stage_iters):
+        for _ in range(n_iter):
+            scores = torch.where(mask_eff.unsqueeze(-1), (alpha.unsqueeze(-1) - cost) / eps, neg_inf)
+            beta = eps * (log_b - torch.logsumexp(scores, dim=1))
+            scores = (beta.unsqueeze(-2) - cost) / eps
+            alpha = torch.where(mask_eff, eps * (log_a - torch.logsumexp(scores, dim=2)), torch.zeros_like(alpha))
+            iterations += 1
+    plan_cols = torch.exp((alpha.unsqueeze(-1) + beta.unsqueeze(-2) - cost) / reg)
+    plan_cols = plan_cols.masked_fill(~mask_eff.unsqueeze(-1), 0).sum(1)
+    err = (b - plan_cols).pow(2).sum(-1)
+    its = torch.full((batch,), iterations, dtype=torch.long, device=cost.device)
+    return OTResult(alpha=alpha.masked_fill(~mask, 0.0), beta=beta, iterations=its, marginal_error=err)
+
+
+# ---------------------------------------------------------------------------------------------- front end
+def ot_potentials(points: Tensor, mask: Tensor, b: Tensor, grid_size: tuple[int, int], reduction: int, *,
+                  mode: str = "reference", reg: float = DEFAULT_REG, num_iters: int = DEFAULT_NUM_ITERS,
+                  image_size: tuple[int, int] | None = None, **options) -> OTResult:
+    """Dual potentials for a batch: dispatches to :func:`sinkhorn_reference` or :func:`sinkhorn_exact`.
+
+    ``image_size`` (``(H, W)``) bounds the largest cost for eps-scaling without reading the data
+    (no host sync); by default it is ``grid_size * reduction``.
+    """
+    if mode == "reference":
+        return sinkhorn_reference(points, mask, b, grid_size, reduction, reg=reg, num_iters=num_iters, **options)
+    if mode == "exact":
+        if image_size is None:
+            image_size = (grid_size[0] * reduction, grid_size[1] * reduction)
+        centres = block_centres(grid_size, reduction, device=points.device)
+        cost = squared_distances(points.float(), centres)
+        options.setdefault("eps_start", float(image_size[0] ** 2 + image_size[1] ** 2))
+        return sinkhorn_exact(cost, mask, b, reg=reg, num_iters=num_iters, **options)
+    raise ValueError(f"OT mode must be one of {OT_MODES}, got {mode!r}")
+
+
+def ot_gradient(beta: Tensor, density: Tensor, eps: float = 1e-8) -> Tensor:
+    """Gradient of OT with respect to the unnormalised density: ``(beta S - <beta, s>) / (S^2 + eps)``.
+
+    ``beta`` and ``density`` are ``(B, M)``; the published code writes the first term as
+    ``S / (S^2 + eps) * beta`` with ``eps = 1e-8``, which we follow (``S = 0`` gives a zero gradient).
+    """
+    total = density.sum(-1, keepdim=True)
+    denom = total * total + eps
+    return total / denom * beta - (density * beta).sum(-1, keepdim=True) / denom
+
+
+def transport_plan(cost: Tensor, alpha: Tensor, beta: Tensor, reg: float = DEFAULT_REG) -> Tensor:
+    """``P_ij = exp((alpha_i + beta_j - C_ij) / reg)`` for one image or a batch (last two dims ``N x M``)."""
+    return torch.exp((alpha.unsqueeze(-1) + beta.unsqueeze(-2) - cost) / reg)
