@@ -88,3 +88,6 @@ def test_bad_input_is_a_clear_error():
         ODConv2d(8, 8, 1)(torch.randn(1, 4, 5, 5))
     with pytest.raises(ValueError, match="divisible by groups"):
         ODConv2d(6, 8, 1, groups=4)
+    with pytest.raises(ValueError, match="batch of at least 2"):
+        ODConv2d(8, 8, 1).train()(torch.randn(1, 8, 5, 5))
+    assert ODConv2d(8, 8, 1).eval()(torch.randn(1, 8, 5, 5)).shape == (1, 8, 5, 5)

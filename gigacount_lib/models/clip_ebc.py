@@ -99,12 +99,12 @@ class CLIPViTFeatures(nn.Module):
         tokens = torch.cat([cls, tokens], dim=1) + self.position_embedding(gh, gw).to(tokens.dtype)
         tokens = v.ln_pre(tokens)
         n = self.num_vpt
+        # deep VPT: fresh prompts before every layer, removed after it; shallow VPT: prompts inserted
+        # before the first layer travel through all layers and are removed after the last one.
         for i, block in enumerate(v.transformer.resblocks):
             if n and (self.deep_vpt or i == 0):
                 prompts = self.vpt_drop(self.vpt[i]).unsqueeze(0).expand(batch, -1, -1).to(tokens.dtype)
                 tokens = torch.cat([tokens[:, :1], prompts, tokens[:, 1:]], dim=1)
-            elif n and i > 0:
-                pass  # shallow VPT: the prompt tokens produced by the previous layer stay in place
             tokens = block(tokens)
             if n and (self.deep_vpt or i == self.depth - 1):
                 tokens = torch.cat([tokens[:, :1], tokens[:, 1 + n:]], dim=1)

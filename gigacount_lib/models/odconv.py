@@ -133,6 +133,9 @@ class ODConv2d(nn.Module):
     def compute_attention(self, x: Tensor) -> ODAttention:
         """The four attentions from the globally pooled input ``x`` (B, C_in, H, W)."""
         batch = x.shape[0]
+        if self.training and batch < 2:
+            raise ValueError("ODConv2d: in training mode the attention's BatchNorm needs a batch of at least 2 "
+                             "samples (got 1); train with batch size >= 2 or call model.eval()")
         z = F.relu(self.bn(self.fc(x.mean(dim=(2, 3)))))
         t = self.temperature
         channel = torch.sigmoid(self.channel_fc(z) / t)

@@ -53,13 +53,18 @@ def markdown_table(rows: Iterable[dict], flop_sizes: Sequence[int] = (224, 512))
     head = ["model", "trainable (M)", "frozen in model (M)", "frozen text tower (M)", "total (M)"]
     head += [f"GFLOPs {s}²" for s in flop_sizes]
     if has_step:
-        head.append("train step (s), B=4, 224², CPU")
+        head.append("train step s, median (min), B=4, 224², CPU")
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         cells = [r["model"], _m(r["trainable"]), _m(r["frozen_in_model"]), _m(r["frozen_text_tower"]), _m(r["total"])]
         cells += [f"{r[f'gflops_{s}']:.1f}" if f"gflops_{s}" in r and not math.isnan(r[f"gflops_{s}"]) else "–"
                   for s in flop_sizes]
         if has_step:
-            cells.append(f"{r['step_s']:.2f}" if "step_s" in r else "–")
+            if "step_s" not in r:
+                cells.append("–")
+            elif "step_min_s" in r:
+                cells.append(f"{r['step_s']:.2f} (min {r['step_min_s']:.2f})")
+            else:
+                cells.append(f"{r['step_s']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
