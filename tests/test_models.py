@@ -5,6 +5,7 @@ The CLIP image towers (RN50, ViT-B/16) are large on CPU, so they are run at smal
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 
@@ -166,6 +167,7 @@ def test_weights_info_records_random_init(models):
         assert info["image"]["random_init"] is True and info["image"]["source"] == "random"
         assert info["text"]["random_init"] is True and info["text"]["weights"].startswith("random")
         assert models[name].bin_config == BinConfig.gigacount_qnrf()
+        assert json.loads(json.dumps(info)) == info  # JSON-ready, for checkpoints and run manifests
 
 
 def test_gigacount_architecture_facts(models):
