@@ -180,12 +180,13 @@ def test_bad_inputs_raise_clear_errors():
 
 # ------------------------------------------------------------------------------------------ calibration
 def test_ece_zero_for_calibrated_and_exact_for_overconfident_predictions():
-    # 10 blocks, confidence 0.8 each, 8 correct -> perfectly calibrated in the 0.8 bin
-    probs = torch.tensor([[0.8, 0.2]] * 10)
-    classes = torch.tensor([0] * 8 + [1] * 2)
-    assert expected_calibration_error(probs, classes) == pytest.approx(0.0, abs=1e-6)
-    # same confidences, only 5 correct -> ECE = |0.5 - 0.8| = 0.3
-    classes = torch.tensor([0] * 5 + [1] * 5)
-    assert expected_calibration_error(probs, classes) == pytest.approx(0.3)
-    stats = reliability_stats(probs, classes, n_bins=10)
-    assert int(stats.count.sum()) == 10 and int(stats.count[7]) == 10  # 0.8 falls in (0.7, 0.8]
+    # 4 blocks, confidence 0.75 each (exact in binary), 3 correct -> perfectly calibrated
+    probs = torch.tensor([[0.75, 0.25]] * 4)
+    assert expected_calibration_error(probs, torch.tensor([0, 0, 0, 1])) == pytest.approx(0.0, abs=1e-12)
+    # same confidences, 1 correct -> ECE = |0.25 - 0.75| = 0.5
+    assert expected_calibration_error(probs, torch.tensor([0, 1, 1, 1])) == pytest.approx(0.5)
+    # two groups: 0.95 confident & always right (gap 0.05), 0.55 confident & never right (gap 0.55)
+    probs = torch.tensor([[0.95, 0.05]] * 2 + [[0.55, 0.45]] * 2)
+    stats = reliability_stats(probs, torch.tensor([0, 0, 1, 1]), n_bins=10)
+    assert stats.count.tolist() == [0, 0, 0, 0, 0, 2, 0, 0, 0, 2]
+    assert stats.ece == pytest.approx(0.5 * 0.05 + 0.5 * 0.55, rel=1e-6)
