@@ -1,0 +1,168 @@
+"""A minimal training step: forward, loss, backward, gradient clipping and an AdamW step (nanoGPT style).
+
+Each stage is a small named function so that the full Trainer (exact resume, DDP, schedules) can reuse
+them::
+
+    optimizer = configure_optimizer(model, lr=1e-4, weight_decay=1e-4)
+    for batch in loader:                                  # CrowdBatch from collate_crowd
+        stats = train_step(model, batch, loss_fn, optimizer, device=device,
+                           use_autocast=True, grad_clip=1.0)
+
+``loss_fn`` is one of :mod:`gigacount_lib.losses` (``AdaptiveHybridLoss``, ``DACELoss`` take the logits
+and the density; ``DMCountLoss`` only the density). Under ``use_autocast`` the forward pass runs in
+:func:`gigacount_lib.utils.autocast_dtype` (bfloat16 on CPU) and the loss in float32.
+
+:func:`short_training` and :func:`evaluate` are the small experiment used by notebook 04 (calibration with
+and without L_Prob, DACE against the Adaptive Hybrid loss on the same budget).
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import time
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from .utils import autocast_dtype, get_logger
+
+__all__ = ["configure_optimizer", "autocast_context", "compute_loss", "forward_and_loss", "check_finite", "backward",
+           "clip_gradients", "optimizer_step", "train_step", "train_steps", "evaluate", "short_training"]
+
+log = get_logger("train")
+
+
+def configure_optimizer(model: nn.Module, lr: float = 1e-4, weight_decay: float = 1e-4,
+                        betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices/kernels only (``ndim >= 2``); biases and norms are not decayed.
+
+    Frozen parameters (``requires_grad=False``, e.g. cached text prototypes) are left out.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+def autocast_context(device: torch.device, enabled: bool):
+    """``torch.autocast`` in the device's mixed-precision dtype, or a no-op when disabled."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=autocast_dtype(device))
+
+
+def compute_loss(loss_fn: nn.Module, output, batch) -> tuple[torch.Tensor, dict[str, float]]:
+    """Call ``loss_fn`` with what it needs from a ``CountingOutput`` and a ``CrowdBatch``."""
+    from .losses import DMCountLoss
+
+    if isinstance(loss_fn, DMCountLoss):
+        return loss_fn(output.density, batch.points, batch.image_size)
+    return loss_fn(output.logits, output.density, batch.points, batch.image_size)
+
+
+def forward_and_loss(model: nn.Module, batch, loss_fn: nn.Module, *, use_autocast: bool = False):
+    """Forward pass and loss (the loss itself is float32 even under autocast). Returns ``(loss, terms)``."""
+    device = batch.images.device
+    with autocast_context(device, use_autocast):
+        output = model(batch.images)
+    return compute_loss(loss_fn, output, batch)
+
+
+def check_finite(terms: dict[str, float]) -> None:
+    """Refuse a non-finite loss (uses the already-synced logged value: no extra host sync)."""
+    if not math.isfinite(terms["loss"]):
+        raise FloatingPointError(f"non-finite loss {terms['loss']} (terms {terms}); refusing to back-propagate")
+
+
+def backward(loss: torch.Tensor) -> None:
+    loss.backward()
+
+
+def clip_gradients(model: nn.Module, max_norm: float | None) -> float:
+    """Clip the global gradient norm to ``max_norm`` (``None``: only measure it); returns the norm before clipping."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return 0.0
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
+    return float(norm)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def train_step(model: nn.Module, batch, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, *,
+               device: torch.device | str = "cpu", use_autocast: bool = False,
+               grad_clip: float | None = None) -> dict[str, float]:
+    """One optimisation step on one ``CrowdBatch``: returns the loss terms, ``grad_norm`` and ``time_s``."""
+    start = time.perf_counter()
+    model.train()
+    batch = batch.to(device)
+    loss, terms = forward_and_loss(model, batch, loss_fn, use_autocast=use_autocast)
+    check_finite(terms)
+    backward(loss)
+    grad_norm = clip_gradients(model, grad_clip)
+    optimizer_step(optimizer)
+    return {**terms, "grad_norm": grad_norm, "time_s": time.perf_counter() - start}
+
+
+def train_steps(model: nn.Module, loader: Iterable, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, *,
+                steps: int | None = None, device: torch.device | str = "cpu", use_autocast: bool = False,
+                grad_clip: float | None = None, log_every: int = 0) -> list[dict[str, float]]:
+    """Run :func:`train_step` over ``loader`` (cycled when ``steps`` exceeds one pass); returns the history."""
+    if steps is None:
+        batches: Iterable = loader
+    else:
+        batches = itertools.islice(itertools.chain.from_iterable(itertools.repeat(loader)), steps)
+    history = []
+    for i, batch in enumerate(batches):
+        stats = train_step(model, batch, loss_fn, optimizer, device=device, use_autocast=use_autocast,
+                           grad_clip=grad_clip)
+        history.append(stats)
+        if log_every and (i + 1) % log_every == 0:
+            log.info("step %d: loss %.4f (%.2fs)", i + 1, stats["loss"], stats["time_s"])
+    return history
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, bin_config, device: torch.device | str = "cpu",
+             n_bins: int = 10) -> dict[str, Any]:
+    """Image-count MAE/RMSE and block-level calibration (ECE, accuracy) over a loader of ``CrowdBatch``."""
+    from .losses.calibration import reliability_stats
+    from .losses.dmcount import as_padded_points
+    from .losses.hybrid import block_targets
+
+    model.eval()
+    errors, probs, classes = [], [], []
+    for batch in loader:
+        batch = batch.to(device)
+        out = model(batch.images)
+        pred = out.density.float().flatten(1).sum(-1)
+        gt = torch.tensor([float(p.shape[0]) for p in batch.points], device=pred.device)
+        errors.append((pred - gt).cpu())
+        padded, mask = as_padded_points(batch.points, batch.images.shape[0], out.density.device)
+        _, cls = block_targets(padded, mask, tuple(out.logits.shape[-2:]), bin_config)
+        p = out.logits.float().softmax(1)
+        probs.append(p.movedim(1, -1).reshape(-1, p.shape[1]).cpu())
+        classes.append(cls.reshape(-1).cpu())
+    err = torch.cat(errors)
+    probs_all, classes_all = torch.cat(probs), torch.cat(classes)
+    stats = reliability_stats(probs_all, classes_all, n_bins=n_bins)
+    return {"mae": float(err.abs().mean()), "rmse": math.sqrt(float(err.pow(2).mean())), "ece": stats.ece,
+            "block_accuracy": float((probs_all.argmax(1) == classes_all).double().mean()),
+            "reliability": stats, "images": int(err.numel())}
+
+
+def short_training(model: nn.Module, loss_fn: nn.Module, train_loader: Iterable, *, steps: int, lr: float = 1e-4,
+                   weight_decay: float = 1e-4, device: torch.device | str = "cpu", use_autocast: bool = False,
+                   grad_clip: float | None = 1.0, seed: int = 0) -> list[dict[str, float]]:
+    """Train ``model`` for ``steps`` AdamW steps with ``loss_fn`` (seeded); returns the per-step history."""
+    torch.manual_seed(seed)
+    model.to(device)
+    optimizer = configure_optimizer(model, lr=lr, weight_decay=weight_decay)
+    return train_steps(model, train_loader, loss_fn, optimizer, steps=steps, device=device,
+                       use_autocast=use_autocast, grad_clip=grad_clip)

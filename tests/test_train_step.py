@@ -1,0 +1,111 @@
+"""The minimal training step: forward, loss, backward, clipping, AdamW; autocast; the short-training helpers."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gigacount_lib.binning import BinConfig
+from gigacount_lib.data.transforms import collate_crowd
+from gigacount_lib.losses import AdaptiveHybridLoss, DACELoss, DMCountLoss
+from gigacount_lib.train import (backward, check_finite, clip_gradients, configure_optimizer, evaluate, forward_and_loss,
+                                 short_training, train_step, train_steps)
+
+BC = BinConfig.gigacount_qnrf()
+
+
+class TinyCounter(nn.Module):
+    """A stride-8 conv counter returning ``CountingOutput`` (fast stand-in for the real models)."""
+
+    def __init__(self, bin_config: BinConfig = BC) -> None:
+        super().__init__()
+        from gigacount_lib.models import CountingOutput
+
+        self._out = CountingOutput
+        self.bin_config = bin_config
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 8, stride=8), nn.GELU(), nn.Conv2d(16, bin_config.num_bins, 1))
+
+    def forward(self, x):
+        logits = self.body(x)
+        return self._out(logits, self.bin_config.expected_count(logits.float().softmax(1)))
+
+
+def make_loader(n_images: int = 4, size: int = 32, batch: int = 2, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    samples = []
+    for i in range(n_images):
+        n = int(torch.randint(0, 12, (1,), generator=gen))
+        pts = torch.rand(n, 2, generator=gen) * size
+        image = torch.rand(3, size, size, generator=gen)
+        for p in pts:  # bright blobs where the heads are, so there is something to learn
+            x, y = int(p[0].clamp(0, size - 1)), int(p[1].clamp(0, size - 1))
+            image[:, max(0, y - 1):y + 2, max(0, x - 1):x + 2] = 1.0
+        samples.append((image, pts, {"name": f"img_{i}"}))
+    return [collate_crowd(samples[i:i + batch]) for i in range(0, n_images, batch)]
+
+
+def test_configure_optimizer_decays_only_matrices():
+    model = TinyCounter()
+    opt = configure_optimizer(model, lr=1e-3, weight_decay=0.1)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("loss_name", ["hybrid", "dace", "dmcount"])
+def test_train_steps_reduce_the_loss_on_a_fixed_batch(loss_name):
+    torch.manual_seed(0)
+    model = TinyCounter()
+    loss_fn = {"hybrid": AdaptiveHybridLoss(BC), "dace": DACELoss(BC), "dmcount": DMCountLoss(8)}[loss_name]
+    loader = make_loader()[:1]
+    opt = configure_optimizer(model, lr=3e-3)
+    history = train_steps(model, loader, loss_fn, opt, steps=30)
+    assert len(history) == 30
+    assert all(math.isfinite(h["loss"]) and h["grad_norm"] >= 0 for h in history)
+    assert history[-1]["loss"] < 0.7 * history[0]["loss"]
+
+
+def test_gradient_clipping_bounds_the_norm_and_reports_the_unclipped_one():
+    torch.manual_seed(0)
+    model = TinyCounter()
+    batch = make_loader()[0]
+    loss, _ = forward_and_loss(model, batch, AdaptiveHybridLoss(BC))
+    backward(loss)
+    before = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in model.parameters()))
+    reported = clip_gradients(model, 0.01)
+    after = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in model.parameters()))
+    assert reported == pytest.approx(before, rel=1e-5)
+    assert before > 0.01 and after == pytest.approx(0.01, rel=1e-3)
+
+
+def test_train_step_with_bf16_autocast_on_cpu():
+    torch.manual_seed(0)
+    model = TinyCounter()
+    opt = configure_optimizer(model, lr=1e-3)
+    before = [p.detach().clone() for p in model.parameters()]
+    stats = train_step(model, make_loader()[0], AdaptiveHybridLoss(BC, mode="exact"), opt, use_autocast=True,
+                       grad_clip=1.0)
+    assert math.isfinite(stats["loss"]) and stats["time_s"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(p.grad is None for p in model.parameters())  # zeroed for the next step
+
+
+def test_non_finite_loss_is_refused():
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        check_finite({"loss": float("nan"), "ce": 1.0})
+
+
+def test_short_training_and_evaluate_with_the_real_model():
+    from gigacount_lib.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("gigacount", BC, pretrained=None)
+    loader = make_loader(n_images=2, size=32)
+    history = short_training(model, AdaptiveHybridLoss(BC), loader, steps=2, seed=0)
+    assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
+    result = evaluate(model, loader, BC)
+    assert result["images"] == 2 and result["mae"] >= 0 and 0 <= result["ece"] <= 1
+    assert 0 <= result["block_accuracy"] <= 1
