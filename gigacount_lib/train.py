@@ -29,7 +29,7 @@ from torch import nn
 from .utils import autocast_dtype, get_logger
 
 __all__ = ["configure_optimizer", "autocast_context", "compute_loss", "forward_and_loss", "check_finite", "backward",
-           "clip_gradients", "optimizer_step", "train_step", "train_steps", "evaluate", "short_training"]
+           "clip_gradients", "optimizer_step", "train_step", "train_steps", "evaluate", "short_training", "crowd_loaders", "compare_losses"]
 
 log = get_logger("train")
 
@@ -166,3 +166,45 @@ def short_training(model: nn.Module, loss_fn: nn.Module, train_loader: Iterable,
     optimizer = configure_optimizer(model, lr=lr, weight_decay=weight_decay)
     return train_steps(model, train_loader, loss_fn, optimizer, steps=steps, device=device,
                        use_autocast=use_autocast, grad_clip=grad_clip)
+
+
+def crowd_loaders(data_root, *, crop_size: int, batch_size: int, seed: int = 0, max_test_size: int | None = None):
+    """Train loader (random crops, shuffled with a seeded generator) and test loader (batch 1, full images)."""
+    from torch.utils.data import DataLoader
+
+    from .data.datasets import QNRFDataset
+    from .data.transforms import collate_crowd, eval_transforms, train_transforms
+
+    train = QNRFDataset(data_root, "train", transform=train_transforms(crop_size))
+    test = QNRFDataset(data_root, "test", transform=eval_transforms(), max_size=max_test_size)
+    gen = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(train, batch_size=batch_size, shuffle=True, collate_fn=collate_crowd,
+                              generator=gen, drop_last=True)
+    test_loader = DataLoader(test, batch_size=1, shuffle=False, collate_fn=collate_crowd)
+    return train_loader, test_loader
+
+
+def compare_losses(loss_fns: dict[str, nn.Module], train_loader, test_loader, bin_config, *, steps: int,
+                   model_name: str = "gigacount", lr: float = 1e-4, device: torch.device | str = "cpu",
+                   seed: int = 0, use_autocast: bool = False) -> dict[str, dict[str, Any]]:
+    """Train one fresh random-init model per loss on the same budget and data order; evaluate each.
+
+    Every run starts from the same seed (same initial weights, same crops and batches), so the
+    losses are the only difference. Returns ``{name: {"history", "mae", "rmse", "ece", ...}}``.
+    """
+    from .models import build_model
+
+    results = {}
+    for name, loss_fn in loss_fns.items():
+        from .utils import seed_everything
+
+        seed_everything(seed)
+        model = build_model(model_name, bin_config, pretrained=None).to(device)
+        start = time.perf_counter()
+        history = short_training(model, loss_fn, train_loader, steps=steps, lr=lr, device=device, seed=seed,
+                                 use_autocast=use_autocast)
+        metrics = evaluate(model, test_loader, bin_config, device=device)
+        metrics["train_time_s"] = time.perf_counter() - start
+        results[name] = {"history": history, **metrics}
+        log.info("%s: MAE %.2f, ECE %.3f after %d steps", name, metrics["mae"], metrics["ece"], steps)
+    return results
