@@ -199,6 +199,9 @@ def compare_losses(loss_fns: dict[str, nn.Module], train_loader, test_loader, bi
         from .utils import seed_everything
 
         seed_everything(seed)
+        generator = getattr(train_loader, "generator", None)
+        if generator is not None:  # same shuffling order for every loss
+            generator.manual_seed(seed)
         model = build_model(model_name, bin_config, pretrained=None).to(device)
         start = time.perf_counter()
         history = short_training(model, loss_fn, train_loader, steps=steps, lr=lr, device=device, seed=seed,
