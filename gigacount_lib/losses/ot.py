@@ -40,8 +40,8 @@ those numerics. Differences from the published code, all without effect on valid
   ``(B, N, w)`` factors (28 x 200 floats per image at 224 px instead of 200 x 784), which stay in cache.
   ``exp(a) exp(b)`` differs from the published ``exp(a + b)`` by a few float32 ulps (the rounding of
   the sum ``a + b``), about 1e-7 relative in ``beta``. Factors below the smallest normal float32
-  (1.18e-38) are set to 0: no subnormal is stored. The published dense kernel holds about 1% of its
-  entries as subnormals; their total contribution to ``K^T u`` is below ``1e-21`` of the ``1e-16``
+  (1.18e-38) are set to 0: no subnormal is stored. The published dense kernel holds 0.9% of its
+  entries as subnormals (and 94% exact zeros; 200 random heads on 224^2 crops); their total contribution to ``K^T u`` is below ``1e-21`` of the ``1e-16``
   guard, far below float32 resolution;
 * the per-iteration NaN/inf check with rollback is not reproduced: with ``b`` finite and non-negative
   (checked once, up front) every ``v <= 1e16`` and ``u <= 1e16 * a``, so it cannot fire.
@@ -57,7 +57,7 @@ into the kernel ``K~_ij = exp((alpha_i + beta_j - C_ij) / eps)`` every ``absorb_
 so the scaling vectors stay near 1 and the kernel entries that matter never underflow; entries below
 1e-30 (negligible against the dominant entry of their row/column, which is O(1) after absorption) are
 set to 0 so that no subnormal is ever multiplied. It is combined with epsilon-scaling (eps starts at
-the squared image diagonal and halves down to ``reg``; each stage re-absorbs), because plain Sinkhorn
+the squared image diagonal and is divided by 4 per stage down to ``reg``; each stage re-absorbs), because plain Sinkhorn
 at ``reg = 10`` px^2 on a 224^2 crop is far from converged after 100 iterations (measured in float64
 on 224^2 crops with 50-2000 heads: the potentials are still 70-80% off, relative to their largest
 centred value, after 100 iterations and about 1% off after 4000; see notebook 04 and
@@ -66,20 +66,24 @@ centred value, after 100 iterations and about 1% off after 4000; see notebook 04
 heads: 9.5% potential error after 100 iterations against 68% for the published iteration; to
 converge fully, raise ``num_iters``).
 
-Why this algorithm (measured on the 2-core CPU of the course machine, batch 8, 200 heads per 224^2
-crop, 784 blocks, float32; ``benchmarks/bench_losses.py`` reports the current numbers):
+Why these algorithms (measured on the 2-core CPU of the course machine, shared with other jobs, batch 8,
+150-250 heads per 224^2 crop, 784 blocks, float32; ``benchmarks/bench_losses.py`` reports the current
+numbers against the published per-image loop, about 50 ms there):
 
-* log-domain Sinkhorn (two ``logsumexp`` over the dense ``B x N x M`` tensor per iteration) is the
-  robust textbook choice, but costs an ``exp`` per entry per half-iteration: the slowest option;
-* stabilised scaling does the same iterations with two batched matrix-vector products per iteration
-  and one ``exp`` pass per absorption (every 10 iterations and at each eps stage): several times
-  faster than log-domain, and exact to float32 resolution;
-* the separable GEMM form used for ``reference`` needs the *unscaled* kernel, which underflows for
-  far blocks, so it cannot be stabilised; and a truncated (windowed) kernel cannot represent the exact
-  problem either:
-  a block far from every head must still send its mass to its nearest head, so the exact plan is not
-  local in the *unscaled* kernel. (A truncation of the *stabilised* kernel, Schmitzer's sparse
-  variant, is local, but its sparsity pattern changes with the potentials; we leave it out.)
+* ``reference``: a dense batched ``bmm`` Sinkhorn on the materialised kernel took about 67 ms (slower
+  than the loop: 5 MB of kernel read 200 times); a windowed gather/scatter kernel (61 blocks per head)
+  about 12-15 ms; the separable GEMM form about 9 ms, 5.8x faster than the loop. We use the GEMM form.
+* ``exact``: log-domain Sinkhorn (two ``logsumexp`` over the dense ``B x N x M`` tensor per iteration,
+  an ``exp`` per entry per half-iteration) took about 1.4 s; stabilised scaling does the same
+  iterations with two batched matrix-vector products and one ``exp`` pass per absorption, about 7x
+  faster (130 ms in the benchmark). That is still about 2.6x *slower* than the published loop: the
+  exact problem couples every block to its nearest heads however far they are, so it needs the
+  dense ``B x N x M`` kernel. The separable GEMM form needs the *unscaled* kernel, which underflows
+  for far blocks (the very artefact ``exact`` removes), and a truncated (windowed) kernel cannot
+  represent the exact problem either: a block far from every head must still send its mass to its
+  nearest head, so the exact plan is not local in the unscaled kernel. (A truncation of the
+  *stabilised* kernel, Schmitzer's sparse variant, is local, but its sparsity pattern changes with the
+  potentials; we leave it out.) ``exact`` is the ablation option; the default is ``reference``.
 
 All functions work on whole batches: points ``(B, N, 2)`` padded with a mask ``(B, N)``, densities
 ``(B, M)``. Images with no heads (all-False mask rows) are allowed; their potentials are finite and
