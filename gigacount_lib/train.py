@@ -131,7 +131,11 @@ def train_steps(model: nn.Module, loader: Iterable, loss_fn: nn.Module, optimize
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, bin_config, device: torch.device | str = "cpu",
              n_bins: int = 10) -> dict[str, Any]:
-    """Image-count MAE/RMSE and block-level calibration (ECE, accuracy) over a loader of ``CrowdBatch``."""
+    """Image-count MAE/RMSE and block-level calibration over a loader of ``CrowdBatch``.
+
+    Returns ``mae, rmse``, top-label ``ece`` and ``classwise_ece`` of the bin probabilities, the block
+    accuracy (all blocks, and blocks with at least one head), and the reliability statistics.
+    """
     from .losses.calibration import reliability_stats
     from .losses.dmcount import as_padded_points
     from .losses.hybrid import block_targets
@@ -152,9 +156,14 @@ def evaluate(model: nn.Module, loader: Iterable, bin_config, device: torch.devic
     err = torch.cat(errors)
     probs_all, classes_all = torch.cat(probs), torch.cat(classes)
     stats = reliability_stats(probs_all, classes_all, n_bins=n_bins)
+    classwise = reliability_stats(probs_all, classes_all, n_bins=n_bins, kind="classwise")
+    nonempty = classes_all > 0
     return {"mae": float(err.abs().mean()), "rmse": math.sqrt(float(err.pow(2).mean())), "ece": stats.ece,
+            "classwise_ece": classwise.ece,
             "block_accuracy": float((probs_all.argmax(1) == classes_all).double().mean()),
-            "reliability": stats, "images": int(err.numel())}
+            "nonempty_block_accuracy": float((probs_all.argmax(1) == classes_all)[nonempty].double().mean())
+            if bool(nonempty.any()) else float("nan"),
+            "reliability": stats, "reliability_classwise": classwise, "images": int(err.numel())}
 
 
 def short_training(model: nn.Module, loss_fn: nn.Module, train_loader: Iterable, *, steps: int, lr: float = 1e-4,

@@ -190,3 +190,15 @@ def test_ece_zero_for_calibrated_and_exact_for_overconfident_predictions():
     stats = reliability_stats(probs, torch.tensor([0, 0, 1, 1]), n_bins=10)
     assert stats.count.tolist() == [0, 0, 0, 0, 0, 2, 0, 0, 0, 2]
     assert stats.ece == pytest.approx(0.5 * 0.05 + 0.5 * 0.55, rel=1e-6)
+
+
+def test_classwise_ece_sees_miscalibration_that_top_label_ece_misses():
+    # 100 blocks: the model says bin 0 with p = 0.9 everywhere, 0.1 for bin 1 and 0 for bin 2.
+    probs = torch.tensor([[0.9, 0.1, 0.0]] * 100, dtype=torch.float64)
+    classes = torch.tensor([0] * 90 + [1] * 5 + [2] * 5)
+    # top-label: confidence 0.9, accuracy 0.9 -> perfectly calibrated
+    assert expected_calibration_error(probs, classes) == pytest.approx(0.0, abs=1e-12)
+    # classwise: bin 0 fine; bin 1 says 0.1 but occurs 0.05; bin 2 says 0 but occurs 0.05 -> mean 0.1/3
+    assert expected_calibration_error(probs, classes, kind="classwise") == pytest.approx(0.1 / 3, abs=1e-12)
+    with pytest.raises(ValueError, match="kind must be"):
+        reliability_stats(probs, classes, kind="other")
