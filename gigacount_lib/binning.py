@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .utils import get_logger
+from .utils import atomic_write_bytes, atomic_write_json, get_logger, read_json
 
 __all__ = [
     "BinConfig", "CountHistogram",
@@ -340,7 +340,6 @@ class CountHistogram:
         return {str(c): int(n) for c, n in enumerate(self.frequencies) if n}
 
     def save(self, path: str | os.PathLike) -> Path:
-        from .utils import atomic_write_bytes
 
         text = json.dumps(self.to_dict()) + "\n"
         return atomic_write_bytes(path, text.encode("utf-8"))
@@ -349,12 +348,7 @@ class CountHistogram:
     def load(cls, path: str | os.PathLike, block_size: int | None = None) -> "CountHistogram":
         """Read a ``counts_<B>.json`` file; ``block_size`` defaults to the ``<B>`` in its name."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"block-count histogram not found: {path}") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        data = read_json(path, "block-count histogram")
         if block_size is None:
             match = re.search(r"counts_(\d+)\.json$", path.name)
             block_size = int(match.group(1)) if match else None
@@ -782,7 +776,6 @@ class BinConfig:
                    metadata=dict(data.get("metadata", {})))
 
     def save(self, path: str | os.PathLike) -> Path:
-        from .utils import atomic_write_json
 
         return atomic_write_json(path, self.to_dict())
 
@@ -796,12 +789,7 @@ class BinConfig:
              reduction: int | None = None) -> "BinConfig":
         """Read :meth:`save`'s JSON or a CLIP-EBC ``reduction_<B>.json`` file (one entry selected)."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"bin configuration file not found: {path}") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        data = read_json(path, "bin configuration file")
         try:
             if _is_clip_ebc_multi(data):
                 configs = load_clip_ebc_configs(path, reduction=reduction, anchor_kind=anchor_kind or "average")
@@ -841,12 +829,7 @@ def load_clip_ebc_configs(source: "str | os.PathLike | Mapping", reduction: int 
     else:
         path = Path(source)
         where = str(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"CLIP-EBC bin configuration not found: {path}") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        data = read_json(path, "CLIP-EBC bin configuration")
         if reduction is None:
             match = re.search(r"reduction_(\d+)", path.name)
             reduction = int(match.group(1)) if match else None
@@ -921,7 +904,6 @@ def clip_ebc_configs_to_dict(configs: Mapping[tuple, "BinConfig | Sequence[BinCo
 
 def save_clip_ebc_configs(configs: Mapping[tuple, "BinConfig | Sequence[BinConfig]"], path: str | os.PathLike) -> Path:
     """Write :func:`clip_ebc_configs_to_dict` to ``path`` (atomically)."""
-    from .utils import atomic_write_json
 
     return atomic_write_json(path, clip_ebc_configs_to_dict(configs))
 

@@ -21,13 +21,3 @@ def test_notebook_01_runs_and_saves_its_figures(tmp_path):
     cells = json.loads(executed.read_text())["cells"]
     errors = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
-
-
-def test_notebook_01_is_committed_without_outputs(repo_root):
-    nb = json.loads((repo_root / "notebooks" / "01_data_and_density_maps.ipynb").read_text())
-    code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code_cells)
-    tagged = [c for c in code_cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(tagged) == 1
-    for name in ("data_root", "quick", "device", "seed", "output_dir"):
-        assert name in "".join(tagged[0]["source"])

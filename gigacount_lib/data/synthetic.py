@@ -58,7 +58,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from ..utils import atomic_write_json, cache_dir, get_logger
+from ..utils import atomic_write_json, cache_dir, get_logger, read_json
 
 log = get_logger("data.synthetic")
 
@@ -853,7 +853,7 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
     path = Path(root) / MANIFEST_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no synthetic-dataset manifest here (write one with `gigacount synth`)")
-    return json.loads(path.read_text())
+    return read_json(path, "synthetic-dataset manifest")
 
 
 def generate_synthetic_dataset(out_dir: str | os.PathLike, config: SyntheticConfig | None = None,
