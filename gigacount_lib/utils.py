@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 LOGGER_NAME = "gigacount"
+_UMASK = os.umask(0o022)  # read the process umask once (set it back immediately)
+os.umask(_UMASK)
 
 
 def get_logger(name: str | None = None) -> logging.Logger:
@@ -105,6 +107,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
