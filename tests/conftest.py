@@ -43,3 +43,26 @@ def run_notebook_quick(name: str, tmp_path: Path, **extra) -> Path:
               "output_dir": str(tmp_path / "figures")}
     params.update(extra)
     return run_notebook(REPO_ROOT / "notebooks" / name, tmp_path / name, parameters=params, timeout_s=1200)
+
+
+def notebook_output_text(executed: Path) -> str:
+    """All text an executed notebook printed or displayed (stream, text/plain and text/html outputs)."""
+    import json
+
+    parts = []
+    for cell in json.loads(Path(executed).read_text())["cells"]:
+        for out in cell.get("outputs", []):
+            values = [out.get("text")] + [out.get("data", {}).get(k) for k in ("text/plain", "text/html")]
+            parts.extend("".join(v) if isinstance(v, list) else v for v in values if v)
+    return "\n".join(parts)
+
+
+def run_notebook_and_check(name: str, tmp_path: Path, figures: tuple[str, ...] = (), **extra) -> str:
+    """Run a notebook quickly, check that each expected figure was written and is not empty, and
+    return its output text. (papermill raises if any cell fails.)"""
+    executed = run_notebook_quick(name, tmp_path, **extra)
+    for fig in figures:
+        path = tmp_path / "figures" / f"{fig}.png"
+        assert path.is_file(), f"{name}: figure {fig}.png was not written"
+        assert path.stat().st_size > 5_000, f"{name}: figure {fig}.png looks empty"
+    return notebook_output_text(executed)

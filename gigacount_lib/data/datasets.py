@@ -317,6 +317,20 @@ def _list_images(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
+def _paired_records(image_folder: Path, annotation_for) -> list[SampleRecord]:
+    """Records for every image in ``image_folder``, each paired with ``annotation_for(image)``.
+
+    A missing annotation file is an error naming both files.
+    """
+    records = []
+    for image in _list_images(image_folder):
+        ann = annotation_for(image)
+        if not ann.is_file():
+            raise FileNotFoundError(f"annotation file not found: {ann} (for image {image})")
+        records.append(SampleRecord(image.stem, image, ann))
+    return records
+
+
 class CrowdDataset(Dataset):
     """Base class of the readers: listing, loading, preprocessing, caching and transforms.
 
@@ -563,13 +577,7 @@ class QNRFDataset(CrowdDataset):
 
     def _list_samples(self) -> list[SampleRecord]:
         folder = self._split_dir()
-        records = []
-        for image in _list_images(folder):
-            ann = folder / f"{image.stem}_ann.mat"
-            if not ann.is_file():
-                raise FileNotFoundError(f"annotation file not found: {ann} (for image {image})")
-            records.append(SampleRecord(image.stem, image, ann))
-        return records
+        return _paired_records(folder, lambda image: folder / f"{image.stem}_ann.mat")
 
     def _read_points(self, record: SampleRecord) -> np.ndarray:
         return read_mat_points(record.ann_path, "annPoints")
@@ -618,13 +626,7 @@ class ShanghaiTechDataset(CrowdDataset):
 
     def _list_samples(self) -> list[SampleRecord]:
         folder = self._split_dir()
-        records = []
-        for image in _list_images(folder / "images"):
-            ann = folder / "ground-truth" / f"GT_{image.stem}.mat"
-            if not ann.is_file():
-                raise FileNotFoundError(f"annotation file not found: {ann} (for image {image})")
-            records.append(SampleRecord(image.stem, image, ann))
-        return records
+        return _paired_records(folder / "images", lambda image: folder / "ground-truth" / f"GT_{image.stem}.mat")
 
     def _read_points(self, record: SampleRecord) -> np.ndarray:
         return _read_shanghaitech_mat(record.ann_path)
@@ -695,13 +697,7 @@ class JHUDataset(CrowdDataset):
         folder = self.root / self.split
         if not (folder / "images").is_dir():
             raise self._not_found(self.root, f"no {self.split}/images folder")
-        records = []
-        for image in _list_images(folder / "images"):
-            ann = folder / "gt" / f"{image.stem}.txt"
-            if not ann.is_file():
-                raise FileNotFoundError(f"annotation file not found: {ann} (for image {image})")
-            records.append(SampleRecord(image.stem, image, ann))
-        return records
+        return _paired_records(folder / "images", lambda image: folder / "gt" / f"{image.stem}.txt")
 
     def _read_points(self, record: SampleRecord) -> np.ndarray:
         return _read_jhu_txt(record.ann_path)
