@@ -386,3 +386,13 @@ def test_qnrf_accepts_the_archive_folder_and_nwpu_json_fallback(tmp_path):
     (nwpu / "jsons" / "0002.json").write_text(json.dumps({"img_id": "0002.jpg", "human_num": 3,
                                                         "points": truth["0002"].tolist(), "boxes": []}))
     _check_sample(NWPUDataset(nwpu, "train")[1], truth["0002"])
+
+
+def test_images_are_contiguous_chw(tmp_path):
+    """The (3, H, W) image is laid out channel-first in memory, not an (H, W, 3) array seen through
+    a permutation, and decoding the same file twice gives the same tensor."""
+    _qnrf(tmp_path, counts=(2,))
+    ds = QNRFDataset(tmp_path, "train")
+    image = ds[0][0]
+    assert image.shape == (3, 40, 60) and image.is_contiguous()
+    torch.testing.assert_close(ds[0][0], image, rtol=0, atol=0)

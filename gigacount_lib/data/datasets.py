@@ -145,7 +145,8 @@ def load_rgb_image(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()  # force decoding now so that truncated files fail here, with the file name
-            return _to_rgb(img, path).copy()
+            # leaving the block only closes the file; the decoded pixels stay with ``img``
+            return _to_rgb(img, path)
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
@@ -154,8 +155,13 @@ def load_rgb_image(path: str | Path) -> Image.Image:
 
 
 def _image_to_tensor(img: Image.Image) -> Tensor:
-    arr = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+    """8-bit RGB PIL image -> contiguous float32 ``(3, H, W)`` in ``[0, 1]``.
+
+    The channel permutation is made contiguous on the uint8 data (cheap) before the float
+    conversion; otherwise the result would be a ``(3, H, W)`` view with ``(H, W, 3)`` memory.
+    """
+    arr = np.array(img, dtype=np.uint8)  # one writable copy of the pixels
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous().float().div_(255.0)
 
 
 def _load_mat(path: Path) -> dict[str, Any]:
