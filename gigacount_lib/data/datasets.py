@@ -100,18 +100,22 @@ def _natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
-def read_image_size(path: str | Path) -> tuple[int, int]:
-    """``(H, W)`` from the image header only (PIL opens lazily; no pixel is decoded)."""
-    path = Path(path)
+def _read_header(path: Path) -> tuple[tuple[int, int], str]:
+    """``((H, W), PIL mode)`` from the image header only (PIL opens lazily; no pixel is decoded)."""
     try:
         with Image.open(path) as img:
             width, height = img.size
+            return (int(height), int(width)), img.mode
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise CorruptImageError(f"{path}: cannot read the image header ({err}); the file is corrupt "
                                 "or not an image -- re-download or re-extract it") from err
-    return int(height), int(width)
+
+
+def read_image_size(path: str | Path) -> tuple[int, int]:
+    """``(H, W)`` from the image header only (PIL opens lazily; no pixel is decoded)."""
+    return _read_header(Path(path))[0]
 
 
 def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
@@ -269,8 +273,7 @@ def target_size(size: tuple[int, int], min_size: int | None = None,
     return new_h, new_w
 
 
-def clean_points(points: np.ndarray, size: tuple[int, int], source: str = "points"
-                 ) -> tuple[np.ndarray, int, int]:
+def clean_points(points: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, int, int]:
     """Drop non-finite points and points outside ``[0, W] x [0, H]``; pull border points inside.
 
     Returns ``(points float32 (M, 2), n_nonfinite, n_outside)``. Points exactly on the right/bottom
@@ -290,17 +293,26 @@ def clean_points(points: np.ndarray, size: tuple[int, int], source: str = "point
     return kept.astype(np.float32), n_nonfinite, n_outside
 
 
+def _scale_points(points: np.ndarray, size: tuple[int, int], new_size: tuple[int, int]) -> np.ndarray:
+    """``(x, y) -> (x W'/W, y H'/H)`` in float64 for ``size = (H, W)`` and ``new_size = (H', W')``
+    (continuous coordinates: a point on the border stays on the border)."""
+    factors = np.array([new_size[1] / size[1], new_size[0] / size[0]])
+    return np.asarray(points, dtype=np.float64).reshape(-1, 2) * factors
+
+
+def _resize_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize a PIL image to ``size = (H', W')`` (bicubic; PIL filters over the whole footprint
+    when shrinking, i.e. antialiased). Returns the image itself when the size already matches."""
+    if (image.height, image.width) == tuple(size):
+        return image
+    return image.resize((size[1], size[0]), Image.Resampling.BICUBIC)
+
+
 def resize_sample(image: Image.Image, points: np.ndarray, size: tuple[int, int]
                   ) -> tuple[Image.Image, np.ndarray]:
     """Resize a PIL image to ``size = (H', W')`` (bicubic, antialiased) and scale the points by
-    ``(W'/W, H'/H)`` (continuous coordinates: a point on the border stays on the border)."""
-    width, height = image.size
-    new_h, new_w = size
-    if (new_h, new_w) == (height, width):
-        return image, points
-    image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2) * np.array([new_w / width, new_h / height])
-    return image, pts
+    ``(W'/W, H'/H)``; returns the image and float64 ``(N, 2)`` points."""
+    return _resize_image(image, size), _scale_points(points, (image.height, image.width), size)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -424,7 +436,7 @@ class CrowdDataset(Dataset):
         return self._read_points(record)
 
     def _clean(self, record: SampleRecord, points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        kept, n_nan, n_out = clean_points(points, size, record.name)
+        kept, n_nan, n_out = clean_points(points, size)
         if (n_nan or n_out) and record.name not in self._reported:
             self._reported.add(record.name)
             if n_nan:
@@ -434,16 +446,20 @@ class CrowdDataset(Dataset):
                           n_out, len(points), size[1], size[0])
         return kept
 
-    def _scaled_points(self, record: SampleRecord, orig: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
-        """Points of ``record`` rescaled to the preprocessed size and cleaned, without pixels."""
+    def _scaled_points(self, record: SampleRecord, orig: tuple[int, int]
+                       ) -> tuple[np.ndarray, tuple[int, int], int]:
+        """The one place where annotations are prepared (needs the image size, not its pixels).
+
+        Returns ``(points float32 (M, 2), size (H', W') of the preprocessed image, N raw points)``:
+        the points are cleaned against the original image (what "outside" means for the annotation),
+        rescaled to the size of :func:`target_size` and cleaned again at that size.
+        """
         size = target_size(orig, self.min_size, self.max_size)
         raw = self._raw_points(record)
-        # drop against the original image first (what "outside" means for the annotation)
         kept = self._clean(record, raw, orig)
         if size != orig:
-            kept = kept.astype(np.float64) * np.array([size[1] / orig[1], size[0] / orig[0]])
-            kept, _, _ = clean_points(kept, size)
-        return kept.astype(np.float32), size
+            kept, _, _ = clean_points(_scale_points(kept, orig, size), size)
+        return kept, size, len(raw)
 
     def _meta(self, record: SampleRecord, orig: tuple[int, int], size: tuple[int, int], count: int) -> dict:
         return {"name": record.name, "path": str(record.image_path), "orig_size": orig, "size": size,
@@ -459,8 +475,7 @@ class CrowdDataset(Dataset):
                 pts = np.load(self._cache / "points" / f"{record.name}.npy")
                 yield record.name, torch.from_numpy(pts), tuple(entry["size"])
                 continue
-            orig = read_image_size(record.image_path)
-            pts, size = self._scaled_points(record, orig)
+            pts, size, _ = self._scaled_points(record, read_image_size(record.image_path))
             yield record.name, torch.from_numpy(pts), size
 
     # -- full sample --------------------------------------------------------------------------------
@@ -473,23 +488,13 @@ class CrowdDataset(Dataset):
             pts = np.load(self._cache / "points" / f"{record.name}.npy")
             orig, size = tuple(entry["orig_size"]), tuple(entry["size"])
         else:
-            img, pts, orig, _ = self._process(record)
-            size = (img.size[1], img.size[0])
+            img = load_rgb_image(record.image_path)
+            orig = (img.height, img.width)
+            pts, size, _ = self._scaled_points(record, orig)
+            img = _resize_image(img, size)
         image = _image_to_tensor(img)
         points = torch.from_numpy(np.asarray(pts, dtype=np.float32).reshape(-1, 2))
         return image, points, self._meta(record, orig, size, points.shape[0])
-
-    def _process(self, record: SampleRecord) -> tuple[Image.Image, np.ndarray, tuple[int, int], int]:
-        """Decode, clean and resize one sample: ``(image, points, orig_size, n_raw_points)``."""
-        img = load_rgb_image(record.image_path)
-        orig = (img.size[1], img.size[0])
-        raw = self._raw_points(record)
-        kept = self._clean(record, raw, orig)
-        size = target_size(orig, self.min_size, self.max_size)
-        if size != orig:
-            img, kept = resize_sample(img, kept, size)
-            kept, _, _ = clean_points(kept, size)
-        return img, kept.astype(np.float32), orig, len(raw)
 
     def __getitem__(self, index: int):
         if not -len(self) <= index < len(self):
@@ -529,15 +534,14 @@ class CrowdDataset(Dataset):
         samples: dict[str, dict[str, Any]] = {}
         dropped = 0
         for record in tqdm(self.records, desc=f"preprocess {self.key}/{self.split}", disable=not progress):
-            img, pts, orig, n_raw = self._process(record)
-            size = (img.size[1], img.size[0])
+            orig, mode = _read_header(record.image_path)
+            pts, size, n_raw = self._scaled_points(record, orig)
             dropped += n_raw - len(pts)
-            suffix = record.image_path.suffix.lower()
-            if size == orig and suffix in (".jpg", ".jpeg") and _stored_mode(record.image_path) == "RGB":
-                file = f"{record.name}.jpg"
-                shutil.copyfile(record.image_path, folder / "images" / file)
+            file = f"{record.name}.jpg"
+            if size == orig and mode == "RGB" and record.image_path.suffix.lower() in (".jpg", ".jpeg"):
+                shutil.copyfile(record.image_path, folder / "images" / file)  # nothing to change: no decode
             else:
-                file = f"{record.name}.jpg"
+                img = _resize_image(load_rgb_image(record.image_path), size)
                 buf = io.BytesIO()
                 img.save(buf, format="JPEG", quality=95)
                 atomic_write_bytes(folder / "images" / file, buf.getvalue())
@@ -552,11 +556,6 @@ class CrowdDataset(Dataset):
                   len(samples), self.key, self.split, folder, dropped)
         self._cache, self._cache_index = folder, samples
         return folder
-
-
-def _stored_mode(path: Path) -> str:
-    with Image.open(path) as img:
-        return img.mode
 
 
 # --------------------------------------------------------------------------------------------------
