@@ -222,3 +222,20 @@ def test_other_bin_configs_and_text_width(bin_config):
     with torch.no_grad():
         out = model(torch.rand(1, 3, 64, 64))
     assert out.logits.shape[1] == 9 and model.head.embed_dim == 512
+
+
+def test_head_runs_in_float32_under_bf16_autocast(bin_config):
+    """bf16 features (as the projection conv gives under autocast) -> float32 logits and density,
+    equal to the float32 head on the same (up-cast) features; rounding them in bf16 biased the counts."""
+    from gigacount_lib.models.head import CosineBinHead
+
+    torch.manual_seed(0)
+    head = CosineBinHead(torch.randn(bin_config.num_bins, 64), bin_config.anchor_points)
+    features = (torch.randn(2, 64, 20, 20) * 3).to(torch.bfloat16)
+    with torch.no_grad():
+        reference = head(features.float())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = head(features)
+    assert out.logits.dtype == torch.float32 and out.density.dtype == torch.float32
+    torch.testing.assert_close(out.logits, reference.logits)
+    torch.testing.assert_close(out.density, reference.density)

@@ -91,7 +91,7 @@ class CosineBinHead(nn.Module):
         anchor_points: ``K`` anchor counts.
         logit_scale_init: initial ``s`` (``log(1/0.07)``, CLIP's initial temperature).
 
-    ``forward(features (B, D, h, w)) -> CountingOutput``.
+    ``forward(features (B, D, h, w)) -> CountingOutput``, computed in float32 also under autocast.
     """
 
     def __init__(self, text_prototypes: Tensor, anchor_points: Sequence[float] | Tensor,
@@ -118,9 +118,14 @@ class CosineBinHead(nn.Module):
         if features.ndim != 4 or features.shape[1] != self.embed_dim:
             raise ValueError(f"CosineBinHead: expected features (B, {self.embed_dim}, h, w), "
                              f"got {tuple(features.shape)}")
-        f = F.normalize(features, dim=1)
-        protos = self.text_prototypes.to(f.dtype)
-        logits = self.logit_scale.exp() * torch.einsum("bdhw,kd->bkhw", f, protos)
-        probs = logits.softmax(dim=1)
-        density = (probs * self.anchor_points.to(probs.dtype).view(1, -1, 1, 1)).sum(dim=1, keepdim=True)
+        # The head runs in float32 (float64 inputs stay float64) even under autocast: it is cheap
+        # (K dot products per block), and in bfloat16 the logits (up to exp(s) ~ 14) would be rounded
+        # to steps of 1/16 and the density summed with an 8-bit mantissa, which biases image counts.
+        dtype = torch.promote_types(features.dtype, torch.float32)
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            f = F.normalize(features.to(dtype), dim=1)
+            logits = self.logit_scale.exp().to(dtype) * torch.einsum("bdhw,kd->bkhw", f,
+                                                                      self.text_prototypes.to(dtype))
+            probs = logits.softmax(dim=1)
+            density = (probs * self.anchor_points.to(dtype).view(1, -1, 1, 1)).sum(dim=1, keepdim=True)
         return CountingOutput(logits, density)
