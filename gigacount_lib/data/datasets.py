@@ -408,9 +408,9 @@ class CrowdDataset(Dataset):
     # -- errors -------------------------------------------------------------------------------------
     @classmethod
     def _not_found(cls, root: Path | None, problem: str) -> DatasetNotFoundError:
-        where = f"at {root}" if root is not None else ""
+        where = f" at {root}" if root is not None else ""
         return DatasetNotFoundError(
-            f"{cls.display_name} not found {where}: {problem}.\n"
+            f"{cls.display_name} not found{where}: {problem}.\n"
             f"Expected layout under the root folder:\n{cls.layout}\n"
             f"Get the dataset from its official page, {cls.homepage} (registration may be required; "
             "nothing is downloaded automatically), unpack it and pass the folder as root. "
@@ -516,6 +516,9 @@ class CrowdDataset(Dataset):
         The folder holds ``images/<name>.jpg`` (the original file copied when no resize or mode
         change is needed, else re-encoded as JPEG quality 95), ``points/<name>.npy`` and an
         ``index.json`` written last (a cache without it is rebuilt). Returns the folder.
+
+        The folder name hashes the root, split, ``min_size``/``max_size`` (and ShanghaiTech part),
+        not the files' contents: after editing images or annotations in place, delete the folder.
         """
         from tqdm.auto import tqdm
 
