@@ -217,10 +217,9 @@ class PepperSaltNoise(v2.Transform):
             return inpt
         high = 1.0 if inpt.is_floating_point() else 255
         shape = inpt.shape if self.per_channel else (*inpt.shape[:-3], 1, *inpt.shape[-2:])
-        u = torch.rand(shape, device=inpt.device)
-        out = inpt.as_subclass(Tensor)
-        out = torch.where(u < self.saltiness, torch.tensor(high, dtype=out.dtype), out)
-        out = torch.where(u > 1.0 - self.spiciness, torch.tensor(0, dtype=out.dtype), out)
+        u = torch.rand(shape, device=inpt.device)  # one draw decides salt, pepper or neither
+        out = inpt.as_subclass(Tensor).masked_fill(u < self.saltiness, high)
+        out = out.masked_fill_(u > 1.0 - self.spiciness, 0)
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
 
@@ -310,7 +309,7 @@ class JointTransform:
                  sanitize: bool = True) -> None:
         if num_crops < 1:
             raise ValueError(f"num_crops must be >= 1, got {num_crops}")
-        steps = list(pipeline) if isinstance(pipeline, (list, tuple)) else ([pipeline] if pipeline else [])
+        steps = list(pipeline) if isinstance(pipeline, (list, tuple)) else ([] if pipeline is None else [pipeline])
         if sanitize:
             steps.append(v2.SanitizeKeyPoints())
         self.pipeline = v2.Compose(steps) if steps else None
