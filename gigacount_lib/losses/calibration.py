@@ -79,7 +79,7 @@ def reliability_stats(probs: Tensor, classes: Tensor, n_bins: int = 10, kind: st
         raise ValueError(f"reliability_stats: {probs.shape[0]} probability rows for {classes.shape[0]} classes")
     if n_bins < 1:
         raise ValueError(f"reliability_stats: n_bins must be >= 1, got {n_bins}")
-    probs = probs.detach().double().cpu()
+    probs = probs.detach().cpu().double()  # to the host first: MPS has no float64
     classes = classes.cpu()
     if kind == "top":
         conf, pred = probs.max(dim=1)

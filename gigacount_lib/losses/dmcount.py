@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from .ot import DEFAULT_NUM_ITERS, DEFAULT_REG, OT_MODES, ot_gradient, ot_potentials
 
 __all__ = [
-    "PointsLike", "as_padded_points", "block_counts_padded", "check_loss_inputs", "resolve_checks",
+    "PointsLike", "as_padded_points", "block_counts_padded", "check_loss_inputs", "resolve_checks", "finish_terms",
     "count_l1", "tv_term", "ot_surrogate", "DMCountLoss", "LOSS_EPS",
 ]
 
@@ -111,10 +111,15 @@ def _input_flags(density: Tensor, points: Tensor, mask: Tensor, image_size: tupl
 
 
 def resolve_checks(flags: Tensor | None, values: Tensor, where: str, image_size: tuple[int, int]) -> list[float]:
-    """One host sync for the flags and the logged values; raises ``ValueError`` naming the bad images."""
+    """One host sync for the flags and the logged values; raises ``ValueError`` naming the bad images.
+
+    ``values`` keep their dtype (float32, or float64 for float64 inputs): no float64 tensor is made
+    on the device (MPS has no float64).
+    """
+    values = values.detach().flatten()
     if flags is None:
-        return values.detach().double().tolist()
-    merged = torch.cat([values.detach().double().flatten(), flags.double().flatten()]).tolist()
+        return values.tolist()
+    merged = torch.cat([values, flags.to(values.dtype).flatten()]).tolist()
     n = values.numel()
     flag_list = merged[n:]
     batch = len(flag_list) // 3
@@ -128,6 +133,13 @@ def resolve_checks(flags: Tensor | None, values: Tensor, where: str, image_size:
         raise ValueError(f"{where}: " + "; ".join(problems) + ". The model output or the crop/point "
                          "transform is broken; no loss was returned.")
     return merged[:n]
+
+
+def finish_terms(loss: Tensor, named: dict[str, Tensor], flags: Tensor | None, where: str,
+                 image_size: tuple[int, int]) -> tuple[Tensor, dict[str, float]]:
+    """``(loss, {"loss": float, **{name: float}})`` with one host sync, which also resolves the input checks."""
+    values = torch.stack([loss.detach()] + [t.detach().reshape(()).to(loss.dtype) for t in named.values()])
+    return loss, dict(zip(["loss", *named], resolve_checks(flags, values, where, image_size)))
 
 
 # ---------------------------------------------------------------------------------------------- terms
@@ -243,8 +255,4 @@ class DMCountLoss(nn.Module):
             padded, mask = as_padded_points(points, density.shape[0], density.device)
             flags = _input_flags(density, padded, mask, image_size) if self.check_inputs else None
             terms = self.terms(density, padded, mask, image_size)
-            loss = self.weighted_sum(terms)
-            names = ["loss", "count", "ot", "ot_objective", "tv"]
-            values = torch.stack([loss.detach().double()] + [terms[k].detach().double() for k in names[1:]])
-            logged = resolve_checks(flags, values, "DMCountLoss", image_size)
-        return loss, dict(zip(names, logged))
+            return finish_terms(self.weighted_sum(terms), terms, flags, "DMCountLoss", image_size)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..binning import BinConfig
 from .dmcount import (DMCountLoss, PointsLike, _input_flags, as_padded_points, block_counts_padded,
-                      check_loss_inputs, resolve_checks)
+                      check_loss_inputs, finish_terms)
 
 __all__ = ["block_targets", "CrossEntropyBlockLoss", "ProbabilityEuclideanLoss", "DACELoss",
            "AdaptiveHybridLoss", "build_loss"]
@@ -74,11 +74,10 @@ class _BlockLossBase(nn.Module):
         return logits.to(dtype), density.to(torch.promote_types(density.dtype, torch.float32)), padded, mask, \
             flags, gt_blocks, classes
 
-    @staticmethod
-    def _finish(loss: Tensor, named: dict[str, Tensor], flags, where: str, image_size) -> tuple[Tensor, dict]:
-        names = ["loss"] + list(named)
-        values = torch.stack([loss.detach().double()] + [named[k].detach().double().reshape(()) for k in named])
-        return loss, dict(zip(names, resolve_checks(flags, values, where, image_size)))
+    def _dmcount(self, density: Tensor, padded: Tensor, mask: Tensor, image_size, name: str) -> dict[str, Tensor]:
+        """``{name: weighted DM-Count loss, "dm_count", "dm_ot", "dm_ot_objective", "dm_tv": its terms}``."""
+        terms = self.dm.terms(density, padded, mask, image_size)
+        return {name: self.dm.weighted_sum(terms), **{f"dm_{k}": v for k, v in terms.items()}}
 
 
 class DACELoss(_BlockLossBase):
@@ -107,9 +106,7 @@ class DACELoss(_BlockLossBase):
                 logits, density, points, image_size, "DACELoss")
             named = {"ce": self.ce(logits, classes)}
             if self.dm is not None:
-                dm_terms = self.dm.terms(density, padded, mask, image_size)
-                named["dmcount"] = self.dm.weighted_sum(dm_terms)
-                named.update({f"dm_{k}": v for k, v in dm_terms.items()})
+                named.update(self._dmcount(density, padded, mask, image_size, "dmcount"))
                 count = named["dmcount"]
             else:
                 diff = density - gt_blocks.to(density.dtype)
@@ -117,7 +114,7 @@ class DACELoss(_BlockLossBase):
                 count = per_block.flatten(1).sum(-1).mean()
                 named[self.count_loss] = count
             loss = named["ce"] + self.weight_count * count
-            return self._finish(loss, named, flags, "DACELoss", image_size)
+            return finish_terms(loss, named, flags, "DACELoss", image_size)
 
 
 class AdaptiveHybridLoss(_BlockLossBase):
@@ -158,13 +155,11 @@ class AdaptiveHybridLoss(_BlockLossBase):
                 "prob": self.prob(logits, classes) if self.weight_prob else zero,
             }
             if self.weight_count:
-                dm_terms = self.dm.terms(density, padded, mask, image_size)
-                named["count"] = self.dm.weighted_sum(dm_terms)
-                named.update({f"dm_{k}": v for k, v in dm_terms.items()})
+                named.update(self._dmcount(density, padded, mask, image_size, "count"))
             else:
                 named["count"] = zero
             loss = self.weight_ce * named["ce"] + self.weight_prob * named["prob"] + self.weight_count * named["count"]
-            return self._finish(loss, named, flags, "AdaptiveHybridLoss", image_size)
+            return finish_terms(loss, named, flags, "AdaptiveHybridLoss", image_size)
 
 
 def build_loss(name: str, bin_config: BinConfig, **options) -> nn.Module:
