@@ -202,3 +202,21 @@ def test_classwise_ece_sees_miscalibration_that_top_label_ece_misses():
     assert expected_calibration_error(probs, classes, kind="classwise") == pytest.approx(0.1 / 3, abs=1e-12)
     with pytest.raises(ValueError, match="kind must be"):
         reliability_stats(probs, classes, kind="other")
+
+
+def test_bin_lower_bounds_are_made_once_per_device(monkeypatch):
+    """Building the bounds from a Python list is a blocking host-to-device copy on a GPU: not per step."""
+    calls = []
+    original = BinConfig.lower_bounds_tensor
+
+    def counting(self, *args, **kwargs):
+        calls.append(kwargs.get("device"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(BinConfig, "lower_bounds_tensor", counting)
+    logits, pts = make_inputs()
+    density = BC.expected_count(logits.softmax(1))
+    loss_fn = AdaptiveHybridLoss(BC, weight_ot=0.0)
+    first = loss_fn(logits, density, pts, SIZE)[1]
+    second = loss_fn(logits, density, pts, SIZE)[1]
+    assert len(calls) == 1 and first == second

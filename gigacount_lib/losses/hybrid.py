@@ -31,10 +31,16 @@ __all__ = ["block_targets", "CrossEntropyBlockLoss", "ProbabilityEuclideanLoss",
            "AdaptiveHybridLoss", "build_loss"]
 
 
-def block_targets(points: Tensor, mask: Tensor, grid_size: tuple[int, int], bin_config: BinConfig) -> tuple[Tensor, Tensor]:
-    """Ground-truth block counts ``(B, 1, h, w)`` and bin classes ``(B, h, w)`` (int64) from padded points."""
+def block_targets(points: Tensor, mask: Tensor, grid_size: tuple[int, int], bin_config: BinConfig,
+                  lower_bounds: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Ground-truth block counts ``(B, 1, h, w)`` and bin classes ``(B, h, w)`` (int64) from padded points.
+
+    ``lower_bounds``: the bins' lower bounds, float32 on the points' device (made from
+    ``bin_config`` when None). The losses pass a cached copy: building it from a Python list on a
+    GPU is a blocking host-to-device copy, which would wait for the forward pass at every step.
+    """
     counts = block_counts_padded(points, mask, grid_size, bin_config.reduction)
-    lows = bin_config.lower_bounds_tensor(device=counts.device, dtype=torch.float32)
+    lows = bin_config.lower_bounds_tensor(device=counts.device) if lower_bounds is None else lower_bounds
     classes = torch.bucketize(counts.squeeze(1), lows, right=True) - 1  # same rule as counts_to_classes
     return counts, classes
 
@@ -63,13 +69,20 @@ class _BlockLossBase(nn.Module):
         self.bin_config = bin_config
         self.check_inputs = check_inputs
         self.ce = CrossEntropyBlockLoss()
+        self._lower_bounds: dict[torch.device, Tensor] = {}  # per device, made once (see block_targets)
+
+    def lower_bounds(self, device: torch.device) -> Tensor:
+        lows = self._lower_bounds.get(device)
+        if lows is None:
+            lows = self._lower_bounds[device] = self.bin_config.lower_bounds_tensor(device=device)
+        return lows
 
     def _prepare(self, logits: Tensor, density: Tensor, points: PointsLike, image_size, where: str):
         grid = check_loss_inputs(density, image_size, self.bin_config.reduction, logits=logits, where=where)
         self.bin_config.check_num_classes(logits.shape[1], where=f"{where}: logits")
         padded, mask = as_padded_points(points, density.shape[0], density.device)
         flags = _input_flags(density, padded, mask, image_size) if self.check_inputs else None
-        gt_blocks, classes = block_targets(padded, mask, grid, self.bin_config)
+        gt_blocks, classes = block_targets(padded, mask, grid, self.bin_config, self.lower_bounds(padded.device))
         dtype = torch.promote_types(logits.dtype, torch.float32)
         return logits.to(dtype), density.to(torch.promote_types(density.dtype, torch.float32)), padded, mask, \
             flags, gt_blocks, classes
