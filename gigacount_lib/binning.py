@@ -369,15 +369,20 @@ def _bincount(values: Tensor, where: str) -> np.ndarray:
 
 
 def _resize_annotation(points: Tensor, size: tuple[int, int], max_side: int | None):
-    """Scale points and size so that the longer side is at most ``max_side`` (never enlarges)."""
+    """Scale points and size so that the longer side is at most ``max_side`` (never enlarges).
+
+    The size follows the dataset readers' rule (:func:`gigacount_lib.data.datasets.target_size`
+    with ``max_size=max_side``), so a histogram made with ``max_side`` counts the blocks of the
+    images a reader with that ``max_size`` returns.
+    """
+    from .data.datasets import target_size
+
     height, width = int(size[0]), int(size[1])
-    if max_side is None or max(height, width) <= max_side:
-        return points, (height, width)
-    scale = max_side / max(height, width)
-    new_size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    new_size = target_size((height, width), None, max_side)
+    if new_size == (height, width):
+        return points, new_size
     sx, sy = new_size[1] / width, new_size[0] / height
-    pts = points * torch.tensor([sx, sy], dtype=points.dtype)
-    return pts, new_size
+    return points * torch.tensor([sx, sy], dtype=points.dtype), new_size
 
 
 def _iter_annotations(source) -> tuple[Iterable, int | None]:
