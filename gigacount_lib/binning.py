@@ -440,10 +440,10 @@ def block_count_histograms(annotations, block_sizes: Sequence[int] = (4, 8, 16, 
         pts, (height, width) = _resize_annotation(pts, (height, width), max_side)
         for b in sizes:
             try:
-                counts = block_count_map(pts, (height, width), b).flatten().to(torch.float64)
+                counts = block_count_map(pts, (height, width), b)
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from exc
-            binned = _bincount(counts, str(name))
+            binned = torch.bincount(counts.flatten().long()).numpy()  # whole numbers by construction
             if len(binned) > len(tallies[b]):
                 tallies[b] = np.pad(tallies[b], (0, len(binned) - len(tallies[b])))
             tallies[b][: len(binned)] += binned
