@@ -489,14 +489,13 @@ def suggest_truncation(histogram: "CountHistogram | Mapping", min_share: float =
     if not (0.0 <= float(min_share) < 1.0):
         raise ValueError(f"min_share must lie in [0, 1), got {min_share}")
     need = max(int(min_blocks), float(min_share) * hist.total)
-    best = None
-    for t in range(1, hist.max_count + 1):
-        if hist.tail(t) >= need:
-            best = t
-    if best is None:
-        raise ValueError(f"{hist.describe()}: no truncation leaves >= {need:g} blocks in the open bin "
-                         "(are all blocks empty?)")
-    return best
+    tail = 0  # sum_{c >= t} n_c, which only grows as t decreases: the first t that qualifies is the largest
+    for t in range(hist.max_count, 0, -1):
+        tail += hist.frequencies[t]
+        if tail >= need:
+            return t
+    raise ValueError(f"{hist.describe()}: no truncation leaves >= {need:g} blocks in the open bin "
+                     "(are all blocks empty?)")
 
 
 # ====================================================================== anchors
