@@ -340,7 +340,7 @@ class CountHistogram:
         return {str(c): int(n) for c, n in enumerate(self.frequencies) if n}
 
     def save(self, path: str | os.PathLike) -> Path:
-
+        """Write :meth:`to_dict` as JSON (atomically)."""
         text = json.dumps(self.to_dict()) + "\n"
         return atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -780,7 +780,7 @@ class BinConfig:
                    metadata=dict(data.get("metadata", {})))
 
     def save(self, path: str | os.PathLike) -> Path:
-
+        """Write :meth:`to_dict` as JSON (atomically); :meth:`load` reads it back."""
         return atomic_write_json(path, self.to_dict())
 
     def save_clip_ebc(self, path: str | os.PathLike, dataset: str = "custom", truncation: int | None = None) -> Path:
@@ -908,7 +908,6 @@ def clip_ebc_configs_to_dict(configs: Mapping[tuple, "BinConfig | Sequence[BinCo
 
 def save_clip_ebc_configs(configs: Mapping[tuple, "BinConfig | Sequence[BinConfig]"], path: str | os.PathLike) -> Path:
     """Write :func:`clip_ebc_configs_to_dict` to ``path`` (atomically)."""
-
     return atomic_write_json(path, clip_ebc_configs_to_dict(configs))
 
 
