@@ -279,3 +279,17 @@ def test_resolve_data_root_regenerates_an_incomplete_cache(tmp_path, monkeypatch
     assert is_synthetic_root(root)
     other = resolve_data_root(None, quick=True, seed=6)
     assert other != root and len(calls) == 3
+
+
+@pytest.mark.parametrize("kwargs, match", [({"horizon_range": (0.5, 1.2)}, "horizon_range"),
+                                           ({"horizon_range": (0.4, 0.2)}, "horizon_range"),
+                                           ({"person_height_range": (0.0, 100.0)}, "person_height_range"),
+                                           ({"min_head_px": 0.0}, "min_head_px"),
+                                           ({"min_visible_fraction": 1.5}, "min_visible_fraction"),
+                                           ({"distractor_rate": -1.0}, "distractor_rate"),
+                                           ({"blur_max": 0.0}, "blur_max")])
+def test_config_rejects_scene_knobs_that_cannot_render(kwargs, match):
+    """Values that used to fail deep inside rendering (or silently do nothing sensible) are refused
+    up front, with the field's name."""
+    with pytest.raises(ValueError, match=match):
+        SyntheticConfig(**kwargs)

@@ -118,7 +118,7 @@ class SyntheticConfig:
     # appearance
     lighting_weights: tuple[float, float, float, float] = (0.45, 0.2, 0.15, 0.2)  # day, overcast, dusk, night
     distractor_rate: float = 1.0      # multiplies the expected number of distractor objects
-    blur_max: float = 1.3             # max Gaussian blur radius (pixels)
+    blur_max: float = 1.3             # Gaussian blur radius ~ U(0.3, blur_max) pixels (>= 0.3)
     noise_max: float = 0.035          # max sensor noise std at full signal (fraction of 255)
     jpeg_quality: tuple[int, int] = (55, 95)
     supersample: int = 2              # render at this factor, then downsample (anti-aliasing)
@@ -142,6 +142,24 @@ class SyntheticConfig:
                 or sum(self.lighting_weights) <= 0:
             raise ValueError(f"SyntheticConfig.lighting_weights: {len(LIGHTING)} non-negative weights for "
                              f"{LIGHTING}, got {self.lighting_weights}")
+        h_lo, h_hi = self.horizon_range
+        if not h_lo <= h_hi < 1.0:
+            raise ValueError("SyntheticConfig.horizon_range: (low, high) fractions of the height with "
+                             f"low <= high < 1 (the horizon must lie above the bottom row), got {self.horizon_range}")
+        p_lo, p_hi = self.person_height_range
+        if not 0 < p_lo <= p_hi:
+            raise ValueError(f"SyntheticConfig.person_height_range must satisfy 0 < low <= high, got "
+                             f"{self.person_height_range}")
+        if self.min_head_px <= 0:
+            raise ValueError(f"SyntheticConfig.min_head_px must be > 0, got {self.min_head_px}")
+        if not 0.0 <= self.min_visible_fraction <= 1.0:
+            raise ValueError(f"SyntheticConfig.min_visible_fraction must be in [0, 1], got {self.min_visible_fraction}")
+        for name in ("min_spacing_m", "distractor_rate", "noise_max"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"SyntheticConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.blur_max < 0.3:
+            raise ValueError("SyntheticConfig.blur_max must be >= 0.3: a blurred image gets a radius drawn "
+                             f"from U(0.3, blur_max), got {self.blur_max}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
@@ -666,7 +684,7 @@ def render_scene(rng: np.random.Generator, config: SyntheticConfig | None = None
     cam = _Camera(width=W, height=H, horizon=horizon, k=h_bottom / (H - horizon), focal=float(W))
     # visible depth range: farthest row where a head is still min_head_px wide; nearest: feet below the frame
     h_min = config.min_head_px * ss / (_HEAD_FRACTION * 0.8)
-    y_far = max(horizon + h_min / cam.k, -0.0)
+    y_far = max(horizon + h_min / cam.k, 0.0)
     y_near = H + 0.55 * h_bottom
     z_min, z_max = cam.depth_of_row(y_near), cam.depth_of_row(y_far)
     half_width_per_z = (W / 2 + 0.05 * W) / cam.focal
