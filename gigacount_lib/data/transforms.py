@@ -33,7 +33,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
-from torchvision.transforms.v2 import query_size  # public since torchvision 0.17 ("developer tools")
+from torchvision.transforms.v2 import query_size
 
 __all__ = [
     "pad_points", "CrowdBatch", "collate_crowd", "RandomHorizontalFlip", "RandomScaleCrop",
