@@ -274,7 +274,7 @@ def _sample_ground(rng: np.random.Generator, n: int, z_min: float, z_max: float,
     return np.stack([X, Z], axis=1)
 
 
-def _place_people(rng: np.random.Generator, n_target: int, cam: _Camera, z_min: float, z_max: float,
+def _place_people(rng: np.random.Generator, n_target: int, z_min: float, z_max: float,
                   half_width_per_z: float, spacing: float, blocked: list[tuple[float, float, float, float]]
                   ) -> np.ndarray:
     """Ground positions (M, 2) of up to ``n_target`` people: Gaussian clusters + a sparse uniform part."""
@@ -704,7 +704,7 @@ def render_scene(rng: np.random.Generator, config: SyntheticConfig | None = None
             if kind == "car":
                 blocked.append((X - spec["length"] / 2 - 0.2, Z - 1.2, X + spec["length"] / 2 + 0.2, Z + 1.2))
 
-    ground_xy = _place_people(rng, n_people, cam, z_min, z_max, half_width_per_z, config.min_spacing_m, blocked)
+    ground_xy = _place_people(rng, n_people, z_min, z_max, half_width_per_z, config.min_spacing_m, blocked)
     specs = [_person_spec(rng) for _ in range(len(ground_xy))]
 
     # background
