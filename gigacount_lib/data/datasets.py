@@ -352,7 +352,8 @@ def _paired_records(image_folder: Path, annotation_for) -> list[SampleRecord]:
 class CrowdDataset(Dataset):
     """Base class of the readers: listing, loading, preprocessing, caching and transforms.
 
-    Subclasses set :attr:`display_name`, :attr:`homepage`, :attr:`layout`, :attr:`splits` and
+    Subclasses set :attr:`display_name`, :attr:`key` (``meta["dataset"]`` and the cache folder name),
+    :attr:`homepage`, :attr:`layout`, :attr:`splits` and
     implement :meth:`_list_samples` and :meth:`_read_points`.
 
     Args:
