@@ -10,7 +10,10 @@ them::
 
 ``loss_fn`` is one of :mod:`gigacount_lib.losses` (``AdaptiveHybridLoss``, ``DACELoss`` take the logits
 and the density; ``DMCountLoss`` only the density). Under ``use_autocast`` the forward pass runs in
-:func:`gigacount_lib.utils.autocast_dtype` (bfloat16 on CPU) and the loss in float32.
+:func:`gigacount_lib.utils.autocast_dtype` (bfloat16 on CPU and recent GPUs, float16 on older GPUs) and
+the loss in float32. float16 gradients underflow without loss scaling, so float16 autocast needs a
+``torch.amp.GradScaler`` that lives across steps: :func:`make_grad_scaler` gives one that is active
+only then (a pass-through otherwise), and :func:`train_steps` / :func:`short_training` make it.
 
 :func:`short_training` and :func:`evaluate` are the small experiment used by notebook 04 (calibration with
 and without L_Prob, DACE against the Adaptive Hybrid loss on the same budget).
@@ -28,8 +31,9 @@ from torch import nn
 
 from .utils import autocast_dtype, get_logger
 
-__all__ = ["configure_optimizer", "autocast_context", "compute_loss", "forward_and_loss", "check_finite", "backward",
-           "clip_gradients", "optimizer_step", "train_step", "train_steps", "evaluate", "short_training", "crowd_loaders", "compare_losses"]
+__all__ = ["configure_optimizer", "autocast_context", "make_grad_scaler", "compute_loss", "forward_and_loss",
+           "check_finite", "backward", "clip_gradients", "optimizer_step", "train_step", "train_steps",
+           "evaluate", "short_training", "crowd_loaders", "compare_losses"]
 
 log = get_logger("train")
 
@@ -52,6 +56,13 @@ def autocast_context(device: torch.device, enabled: bool):
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=autocast_dtype(device))
+
+
+def make_grad_scaler(device: torch.device | str, use_autocast: bool) -> torch.amp.GradScaler:
+    """A ``GradScaler`` enabled only for float16 autocast; disabled, its methods pass through."""
+    device = torch.device(device)
+    enabled = use_autocast and autocast_dtype(device) == torch.float16
+    return torch.amp.GradScaler(device.type, enabled=enabled)
 
 
 def compute_loss(loss_fn: nn.Module, output, batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -77,8 +88,9 @@ def check_finite(terms: dict[str, float]) -> None:
         raise FloatingPointError(f"non-finite loss {terms['loss']} (terms {terms}); refusing to back-propagate")
 
 
-def backward(loss: torch.Tensor) -> None:
-    loss.backward()
+def backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None = None) -> None:
+    """``loss.backward()``, through ``scaler`` (loss scaling) when one is given."""
+    (scaler.scale(loss) if scaler is not None else loss).backward()
 
 
 def clip_gradients(model: nn.Module, max_norm: float | None) -> float:
@@ -90,30 +102,49 @@ def clip_gradients(model: nn.Module, max_norm: float | None) -> float:
     return float(norm)
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
-    optimizer.step()
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None) -> None:
+    """``optimizer.step()`` (via ``scaler``, which skips steps with inf/NaN gradients) and ``zero_grad``."""
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
 
 def train_step(model: nn.Module, batch, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, *,
                device: torch.device | str = "cpu", use_autocast: bool = False,
-               grad_clip: float | None = None) -> dict[str, float]:
-    """One optimisation step on one ``CrowdBatch``: returns the loss terms, ``grad_norm`` and ``time_s``."""
+               grad_clip: float | None = None, scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+    """One optimisation step on one ``CrowdBatch``: returns the loss terms, ``grad_norm`` and ``time_s``.
+
+    ``scaler``: required for float16 autocast (see :func:`make_grad_scaler`); gradients are unscaled
+    before clipping, so ``grad_norm`` is the true norm.
+    """
     start = time.perf_counter()
+    device = torch.device(device)
+    if scaler is None and use_autocast and autocast_dtype(device) == torch.float16:
+        raise ValueError(f"train_step: float16 autocast on {device} needs loss scaling; pass "
+                         f"scaler=make_grad_scaler(device, use_autocast=True), created once for all steps")
     model.train()
     batch = batch.to(device)
     loss, terms = forward_and_loss(model, batch, loss_fn, use_autocast=use_autocast)
     check_finite(terms)
-    backward(loss)
+    backward(loss, scaler)
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     grad_norm = clip_gradients(model, grad_clip)
-    optimizer_step(optimizer)
+    optimizer_step(optimizer, scaler)
     return {**terms, "grad_norm": grad_norm, "time_s": time.perf_counter() - start}
 
 
 def train_steps(model: nn.Module, loader: Iterable, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, *,
                 steps: int | None = None, device: torch.device | str = "cpu", use_autocast: bool = False,
                 grad_clip: float | None = None, log_every: int = 0) -> list[dict[str, float]]:
-    """Run :func:`train_step` over ``loader`` (cycled when ``steps`` exceeds one pass); returns the history."""
+    """Run :func:`train_step` over ``loader`` (cycled when ``steps`` exceeds one pass); returns the history.
+
+    One :func:`make_grad_scaler` serves all the steps.
+    """
+    scaler = make_grad_scaler(device, use_autocast)
     if steps is None:
         batches: Iterable = loader
     else:
@@ -121,7 +152,7 @@ def train_steps(model: nn.Module, loader: Iterable, loss_fn: nn.Module, optimize
     history = []
     for i, batch in enumerate(batches):
         stats = train_step(model, batch, loss_fn, optimizer, device=device, use_autocast=use_autocast,
-                           grad_clip=grad_clip)
+                           grad_clip=grad_clip, scaler=scaler)
         history.append(stats)
         if log_every and (i + 1) % log_every == 0:
             log.info("step %d: loss %.4f (%.2fs)", i + 1, stats["loss"], stats["time_s"])

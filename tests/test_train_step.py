@@ -109,3 +109,29 @@ def test_short_training_and_evaluate_with_the_real_model():
     result = evaluate(model, loader, BC)
     assert result["images"] == 2 and result["mae"] >= 0 and 0 <= result["ece"] <= 1
     assert 0 <= result["block_accuracy"] <= 1
+
+
+def test_loss_scaling_unscales_before_clipping_and_float16_requires_a_scaler(monkeypatch):
+    """With a GradScaler the step is the same as without one (grads unscaled before the norm and clip);
+    float16 autocast (older GPUs) without a scaler is refused, and make_grad_scaler enables one only then."""
+    import gigacount_lib.train as T
+
+    batch = make_loader()[0]
+    results = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)):
+        torch.manual_seed(0)
+        model = TinyCounter()
+        opt = configure_optimizer(model, lr=1e-3)
+        stats = train_step(model, batch, AdaptiveHybridLoss(BC, weight_ot=0.0), opt, grad_clip=0.05, scaler=scaler)
+        results.append((stats["grad_norm"], [p.detach().clone() for p in model.parameters()]))
+    (norm_plain, params_plain), (norm_scaled, params_scaled) = results
+    assert norm_plain > 0.05 and norm_scaled == pytest.approx(norm_plain, rel=1e-5)
+    for a, b in zip(params_plain, params_scaled):
+        torch.testing.assert_close(a, b)
+
+    assert not T.make_grad_scaler("cpu", use_autocast=True).is_enabled()  # bfloat16 needs no scaling
+    monkeypatch.setattr(T, "autocast_dtype", lambda device: torch.float16)
+    assert T.make_grad_scaler("cpu", use_autocast=True).is_enabled()
+    assert not T.make_grad_scaler("cpu", use_autocast=False).is_enabled()
+    with pytest.raises(ValueError, match="needs loss scaling"):
+        train_step(TinyCounter(), batch, AdaptiveHybridLoss(BC), configure_optimizer(TinyCounter()), use_autocast=True)
