@@ -32,7 +32,7 @@ from torch import nn
 from .utils import autocast_dtype, get_logger
 
 __all__ = ["configure_optimizer", "autocast_context", "make_grad_scaler", "compute_loss", "forward_and_loss",
-           "check_finite", "backward", "clip_gradients", "optimizer_step", "train_step", "train_steps",
+           "check_finite", "backward", "gradient_norm", "clip_gradients", "optimizer_step", "train_step", "train_steps",
            "evaluate", "short_training", "crowd_loaders", "compare_losses"]
 
 log = get_logger("train")
@@ -93,13 +93,23 @@ def backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None = None) -> 
     (scaler.scale(loss) if scaler is not None else loss).backward()
 
 
-def clip_gradients(model: nn.Module, max_norm: float | None) -> float:
-    """Clip the global gradient norm to ``max_norm`` (``None``: only measure it); returns the norm before clipping."""
+def gradient_norm(model: nn.Module, max_norm: float | None) -> torch.Tensor:
+    """Global gradient norm before clipping, as a tensor (no host sync); clips to ``max_norm`` unless None."""
     params = [p for p in model.parameters() if p.grad is not None]
     if not params:
-        return 0.0
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
-    return float(norm)
+        return torch.zeros(())
+    if max_norm is None:  # measuring only: no pass over the gradients to multiply them by 1
+        total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
+        grads = [p.grad for p in params]
+        if total_norm is not None:
+            return total_norm(grads)
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
+def clip_gradients(model: nn.Module, max_norm: float | None) -> float:
+    """Clip the global gradient norm to ``max_norm`` (``None``: only measure it); returns the norm before clipping."""
+    return float(gradient_norm(model, max_norm))
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None) -> None:
@@ -118,7 +128,8 @@ def train_step(model: nn.Module, batch, loss_fn: nn.Module, optimizer: torch.opt
     """One optimisation step on one ``CrowdBatch``: returns the loss terms, ``grad_norm`` and ``time_s``.
 
     ``scaler``: required for float16 autocast (see :func:`make_grad_scaler`); gradients are unscaled
-    before clipping, so ``grad_norm`` is the true norm.
+    before clipping, so ``grad_norm`` is the true norm. The norm is read back after the optimizer
+    step has been queued (the loss terms were already read once, for :func:`check_finite`).
     """
     start = time.perf_counter()
     device = torch.device(device)
@@ -132,9 +143,9 @@ def train_step(model: nn.Module, batch, loss_fn: nn.Module, optimizer: torch.opt
     backward(loss, scaler)
     if scaler is not None:
         scaler.unscale_(optimizer)
-    grad_norm = clip_gradients(model, grad_clip)
+    grad_norm = gradient_norm(model, grad_clip)
     optimizer_step(optimizer, scaler)
-    return {**terms, "grad_norm": grad_norm, "time_s": time.perf_counter() - start}
+    return {**terms, "grad_norm": float(grad_norm), "time_s": time.perf_counter() - start}
 
 
 def train_steps(model: nn.Module, loader: Iterable, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, *,
