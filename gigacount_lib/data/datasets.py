@@ -32,9 +32,9 @@ when both cannot hold), points are rescaled with the image, points outside the i
 NaN/inf coordinates are dropped (logged with their number). ``preprocess=True`` writes the result
 once to a cache folder (progress bar) and reads from it afterwards; otherwise it is done on the fly.
 
-Coordinates are used as stored in the annotation files (no 0/1-based shift is applied; the
-benchmarks' own evaluation code does not apply one either, and the half-pixel difference is
-irrelevant for counting).
+Coordinates are used as stored in the annotation files: no 0/1-based (MATLAB) shift is applied.
+Such a shift moves a head by at most one pixel, which changes which block it falls in only at a
+block border and never the count of the image.
 
 Images are converted to RGB: grayscale (``L``, ``1``), ``LA``, palette (``P``), ``RGBA`` (alpha is
 discarded), ``CMYK`` and 16-bit/32-bit grayscale (``I;16``, ``I``, ``F``; rescaled to 8 bits, not
