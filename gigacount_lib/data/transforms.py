@@ -152,8 +152,11 @@ class RandomScaleCrop(v2.Transform):
 
     ``s ~ U(scale)``; the window is ``(round(s * h_out), round(s * w_out))``. When the image is
     smaller than the window it is first resized (aspect ratio kept) just enough to contain it.
-    ``s < 1`` zooms in, ``s > 1`` zooms out. This is the ``RandomResizedCrop`` of CLIP-EBC's
-    official code (its README's defaults are ``scale = (1.0, 2.0)``); GigaCount reports
+    ``s < 1`` zooms in, ``s > 1`` zooms out. This is the rule of the ``RandomResizedCrop`` in
+    CLIP-EBC's official code (``datasets/transforms.py``; its README's defaults are
+    ``scale = (1.0, 2.0)``), except for rounding: that code truncates (``int(s * h_out)``) and
+    enlarges a too-small image to ``int(H * r) + 1``, here the window is rounded and the enlarged
+    size is ``ceil(H * r)``; the windows differ by at most one pixel. GigaCount reports
     ``scale = (0.8, 1.0)``. Geometry (crop + resize of image and key points) is torchvision's.
     """
 
