@@ -33,8 +33,8 @@ NaN/inf coordinates are dropped (logged with their number). ``preprocess=True`` 
 once to a cache folder (progress bar) and reads from it afterwards; otherwise it is done on the fly.
 
 Coordinates are used as stored in the annotation files: no 0/1-based (MATLAB) shift is applied.
-Such a shift moves a head by at most one pixel, which changes which block it falls in only at a
-block border and never the count of the image.
+Such a shift moves a head by one pixel: it can change the block of a head next to a block border,
+and the image count only for a head within a pixel of the image border.
 
 Images are converted to RGB: grayscale (``L``, ``1``), ``LA``, palette (``P``), ``RGBA`` (alpha is
 discarded), ``CMYK`` and 16-bit/32-bit grayscale (``I;16``, ``I``, ``F``; rescaled to 8 bits, not
