@@ -178,23 +178,18 @@ def evaluate(model: nn.Module, loader: Iterable, bin_config, device: torch.devic
     Returns ``mae, rmse``, top-label ``ece`` and ``classwise_ece`` of the bin probabilities, the block
     accuracy (all blocks, and blocks with at least one head), and the reliability statistics.
     """
-    from .losses.calibration import reliability_stats
-    from .losses.dmcount import as_padded_points
-    from .losses.hybrid import block_targets
+    from .losses.calibration import block_probabilities, reliability_stats
 
     model.eval()
     errors, probs, classes = [], [], []
     for batch in loader:
         batch = batch.to(device)
         out = model(batch.images)
-        pred = out.density.float().flatten(1).sum(-1)
-        gt = torch.tensor([float(p.shape[0]) for p in batch.points], device=pred.device)
-        errors.append((pred - gt).cpu())
-        padded, mask = as_padded_points(batch.points, batch.images.shape[0], out.density.device)
-        _, cls = block_targets(padded, mask, tuple(out.logits.shape[-2:]), bin_config)
-        p = out.logits.float().softmax(1)
-        probs.append(p.movedim(1, -1).reshape(-1, p.shape[1]).cpu())
-        classes.append(cls.reshape(-1).cpu())
+        pred = out.density.float().flatten(1).sum(-1).cpu()
+        errors.append(pred - torch.tensor([float(p.shape[0]) for p in batch.points]))
+        p, cls = block_probabilities(out.logits, batch.points, bin_config)
+        probs.append(p.cpu())
+        classes.append(cls.cpu())
     err = torch.cat(errors)
     probs_all, classes_all = torch.cat(probs), torch.cat(classes)
     stats = reliability_stats(probs_all, classes_all, n_bins=n_bins)

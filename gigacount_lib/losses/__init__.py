@@ -9,8 +9,8 @@
 Every loss is called as ``loss_fn(logits, density, points, image_size) -> (loss, terms)`` (DM-Count alone
 takes no logits), where ``points`` is a list of ``(N_i, 2)`` tensors or a ``(padded, mask)`` pair.
 """
-from .calibration import (ReliabilityStats, collect_block_probabilities, expected_calibration_error,
-                          plot_reliability, reliability_stats)
+from .calibration import (ReliabilityStats, block_probabilities, collect_block_probabilities,
+                          expected_calibration_error, plot_reliability, reliability_stats)
 from .dmcount import DMCountLoss, block_counts_padded, count_l1, ot_surrogate, tv_term
 from .hybrid import (AdaptiveHybridLoss, CrossEntropyBlockLoss, DACELoss, ProbabilityEuclideanLoss,
                      block_targets, build_loss)
@@ -22,5 +22,6 @@ __all__ = [
     "build_loss", "block_targets", "block_counts_padded", "count_l1", "tv_term", "ot_surrogate",
     "OTResult", "block_centres", "squared_distances", "sinkhorn_reference", "sinkhorn_exact",
     "sinkhorn_log_domain", "ot_potentials", "ot_gradient", "transport_plan", "ReliabilityStats",
-    "reliability_stats", "expected_calibration_error", "plot_reliability", "collect_block_probabilities",
+    "reliability_stats", "expected_calibration_error", "plot_reliability", "block_probabilities",
+    "collect_block_probabilities",
 ]

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["ReliabilityStats", "reliability_stats", "expected_calibration_error", "plot_reliability",
-           "collect_block_probabilities"]
+           "block_probabilities", "collect_block_probabilities"]
 
 
 @dataclass
@@ -121,22 +121,32 @@ def plot_reliability(ax, stats: ReliabilityStats, label: str | None = None, colo
     return ax
 
 
-@torch.no_grad()
-def collect_block_probabilities(model, loader, bin_config, device="cpu", max_batches: int | None = None):
-    """Run ``model`` over ``loader`` (``CrowdBatch`` batches): bin probabilities ``(n, K)`` and true classes ``(n,)``."""
+def block_probabilities(logits: Tensor, points, bin_config) -> tuple[Tensor, Tensor]:
+    """Bin probabilities ``(B*h*w, K)`` (float32) and true bin classes ``(B*h*w,)`` of every block of a batch.
+
+    ``logits`` ``(B, K, h, w)``; ``points`` a list of ``(N_i, 2)`` tensors or a ``(padded, mask)``
+    pair. Both results stay on the logits' device.
+    """
     from .dmcount import as_padded_points
     from .hybrid import block_targets
 
+    padded, mask = as_padded_points(points, logits.shape[0], logits.device)
+    _, classes = block_targets(padded, mask, tuple(logits.shape[-2:]), bin_config)
+    probs = logits.float().softmax(1)
+    return probs.movedim(1, -1).reshape(-1, probs.shape[1]), classes.reshape(-1)
+
+
+@torch.no_grad()
+def collect_block_probabilities(model, loader, bin_config, device="cpu", max_batches: int | None = None):
+    """Run ``model`` (in eval mode) over ``loader`` (``CrowdBatch`` batches): bin probabilities ``(n, K)``
+    and true classes ``(n,)`` of all blocks, on the CPU."""
     model.eval()
     all_probs, all_classes = [], []
     for i, batch in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
         batch = batch.to(device)
-        out = model(batch.images)
-        padded, mask = as_padded_points(batch.points, batch.images.shape[0], device)
-        _, classes = block_targets(padded, mask, tuple(out.logits.shape[-2:]), bin_config)
-        probs = out.logits.float().softmax(1)
-        all_probs.append(probs.movedim(1, -1).reshape(-1, probs.shape[1]).cpu())
-        all_classes.append(classes.reshape(-1).cpu())
+        probs, classes = block_probabilities(model(batch.images).logits, batch.points, bin_config)
+        all_probs.append(probs.cpu())
+        all_classes.append(classes.cpu())
     return torch.cat(all_probs), torch.cat(all_classes)
