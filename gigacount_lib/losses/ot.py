@@ -100,7 +100,7 @@ from torch import Tensor
 __all__ = [
     "DEFAULT_REG", "DEFAULT_NUM_ITERS", "OT_MODES", "OTResult", "block_centres", "squared_distances",
     "published_squared_distances", "published_axis_kernels", "sinkhorn_reference", "sinkhorn_exact",
-    "sinkhorn_log_domain", "ot_potentials", "ot_gradient", "transport_plan",
+    "stabilised_kernel", "sinkhorn_log_domain", "ot_potentials", "ot_gradient", "transport_plan",
 ]
 
 DEFAULT_REG = 10.0
@@ -110,6 +110,7 @@ M_EPS = 1e-16  # the published guard in the scaling updates and in log(v + 1e-16
 _FLOAT32_TINY = float(torch.finfo(torch.float32).tiny)  # 1.18e-38, the smallest normal float32
 _STAB_FLUSH = 1e-30  # stabilised-kernel entries below this are set to 0 (no subnormals)
 _SCALING_MAX = 1e30  # bound on the scaling vectors between absorptions (never reached in practice)
+_LOG_FLUSH_FLOOR = math.log(_STAB_FLUSH) - 1.0  # exponents are clamped here before exp (then flushed to 0)
 
 
 class OTResult(NamedTuple):
@@ -147,8 +148,9 @@ def squared_distances(points: Tensor, centres: Tensor) -> Tensor:
 
     Computed as ``(x - cx)^2 + (y - cy)^2`` (no cancellation), in the dtype of ``points``.
     """
-    dx = points[..., 0:1] - centres[:, 0].to(points.dtype)
-    dy = points[..., 1:2] - centres[:, 1].to(points.dtype)
+    # contiguous coordinate rows: broadcasting a strided column is about 2x slower on CPU (same values)
+    dx = points[..., 0:1] - centres[:, 0].to(points.dtype).contiguous()
+    dy = points[..., 1:2] - centres[:, 1].to(points.dtype).contiguous()
     return dx * dx + dy * dy
 
 
@@ -258,6 +260,22 @@ def _eps_schedule(reg: float, start: float, factor: float) -> list[float]:
     return schedule
 
 
+def stabilised_kernel(alpha: Tensor, beta: Tensor, cost: Tensor, eps: float) -> Tensor:
+    """``K~_ij = exp((alpha_i + beta_j - C_ij) / eps)`` with entries below 1e-30 set to 0: ``(B, N, M)``.
+
+    ``alpha`` ``(B, N)`` may hold ``-inf`` for rows that must be 0 (padding heads). Written as five
+    in-place passes over one new ``B x N x M`` tensor. The exponent is clamped from below at
+    ``log(1e-30) - 1`` *before* the ``exp``: ``torch.exp`` on arguments whose result underflows
+    (below about -87) takes a slow path, and 95% of the entries of a stabilised kernel at ``eps = 10``
+    do; the clamp makes the absorption about 8x faster (measured: 0.7 ms instead of 6 ms for
+    8 x 250 x 784 on the 2-core course machine). The clamped entries (about 3.7e-31) are then set to 0
+    by the threshold, so the result is the same as ``where(K~ >= 1e-30, K~, 0)`` on the unclamped kernel.
+    """
+    x = alpha.unsqueeze(-1) + beta.unsqueeze(-2)
+    x.sub_(cost).mul_(1.0 / eps).clamp_min_(_LOG_FLUSH_FLOOR).exp_()
+    return torch.nn.functional.threshold_(x, _STAB_FLUSH, 0.0)
+
+
 def sinkhorn_exact(cost: Tensor, mask: Tensor, b: Tensor, *, reg: float = DEFAULT_REG,
                    num_iters: int = DEFAULT_NUM_ITERS, eps_scaling: bool = True, eps_start: float | None = None,
                    eps_factor: float = 0.25, iters_per_stage: int = 6, absorb_every: int = 50) -> OTResult:
@@ -272,11 +290,19 @@ def sinkhorn_exact(cost: Tensor, mask: Tensor, b: Tensor, *, reg: float = DEFAUL
             image diagonal) down to ``reg`` by ``eps_factor`` per stage.
     Returns:
         :class:`OTResult` (``beta`` includes the ``reg * log b_j`` term; ``b_j`` is floored at 1.18e-38
-        inside that log so that empty blocks get a finite potential).
+        inside that log so that empty blocks get a finite potential). Computed in float32 with autocast
+        off. ``marginal_error`` is that of the plan ``diag(u) K~ diag(v)`` of the last absorption.
     """
-    cost = cost.float()
-    b = b.float()
+    with torch.autocast(device_type=cost.device.type, enabled=False):
+        return _sinkhorn_exact(cost.float(), mask, b.float(), reg=reg, num_iters=num_iters,
+                               eps_scaling=eps_scaling, eps_start=eps_start, eps_factor=eps_factor,
+                               iters_per_stage=iters_per_stage, absorb_every=absorb_every)
+
+
+def _sinkhorn_exact(cost: Tensor, mask: Tensor, b: Tensor, *, reg: float, num_iters: int, eps_scaling: bool,
+                    eps_start: float | None, eps_factor: float, iters_per_stage: int, absorb_every: int) -> OTResult:
     batch, num_points, num_blocks = cost.shape
+    device = cost.device
     counts = mask.sum(-1, keepdim=True)
     a = mask.float() / counts.clamp_min(1)
     # Images without heads: give them one dummy head with all the mass so that the iteration stays
@@ -284,7 +310,7 @@ def sinkhorn_exact(cost: Tensor, mask: Tensor, b: Tensor, *, reg: float = DEFAUL
     empty = counts.squeeze(-1) == 0
     mask_eff = mask.clone()
     mask_eff[:, 0] |= empty
-    a = torch.where(empty.unsqueeze(-1), mask_eff.float(), a)
+    a = torch.where(empty.unsqueeze(-1), mask_eff.float(), a).unsqueeze(1)  # (B, 1, N)
     b = b.clamp_min(_FLOAT32_TINY)
     if eps_scaling:
         start = eps_start if eps_start is not None else float(cost.detach().amax()) if cost.numel() else reg
@@ -293,33 +319,39 @@ def sinkhorn_exact(cost: Tensor, mask: Tensor, b: Tensor, *, reg: float = DEFAUL
         schedule = [reg]
     stage_iters = [iters_per_stage] * (len(schedule) - 1)
     stage_iters.append(max(num_iters - sum(stage_iters), absorb_every if num_iters > 0 else 0))
-    valid = mask_eff.unsqueeze(-1)
-    alpha = torch.zeros(batch, num_points, device=cost.device)
-    beta = torch.zeros(batch, num_blocks, device=cost.device)
+    # padding heads: -inf in the exponent gives exactly-zero kernel rows (so u = a / Kv = 0 there)
+    row_off = torch.zeros(batch, num_points, device=device).masked_fill_(~mask_eff, -math.inf)
+    alpha = torch.zeros(batch, num_points, device=device)
+    beta = torch.zeros(batch, num_blocks, device=device)
+    one = torch.ones((), device=device)
     iterations = 0
+    kernel = u = v = None
     for eps, n_iter in zip(schedule, stage_iters):
         done = 0
         while done < n_iter:
             steps = min(absorb_every, n_iter - done)
-            kernel = torch.exp((alpha.unsqueeze(-1) + beta.unsqueeze(-2) - cost) / eps)
-            kernel = torch.where(valid & (kernel >= _STAB_FLUSH), kernel, torch.zeros_like(kernel))
-            u = torch.ones_like(alpha)
-            v = torch.ones_like(beta)
+            kernel = stabilised_kernel(alpha + row_off, beta, cost, eps)
+            # K v as v^T K^T on a transposed *view*: torch's batched matrix-vector product with the
+            # vector on the right is about 7x slower on CPU (0.6 ms against 0.09 ms at 8 x 250 x 784).
+            kernel_t = kernel.transpose(1, 2)
+            u = torch.ones(batch, 1, num_points, device=device)
             for _ in range(steps):
-                ktu = torch.bmm(u.unsqueeze(1), kernel).squeeze(1)
-                v = (b / ktu.clamp_min(_FLOAT32_TINY)).clamp_max(_SCALING_MAX)
-                kv = torch.bmm(kernel, v.unsqueeze(-1)).squeeze(-1)
-                u = torch.where(mask_eff, (a / kv.clamp_min(_FLOAT32_TINY)).clamp_max(_SCALING_MAX),
-                                torch.ones_like(kv))
-            alpha = alpha + eps * torch.log(u)
+                ktu = torch.bmm(u, kernel).squeeze(1)
+                v = torch.div(b, ktu.clamp_min_(_FLOAT32_TINY)).clamp_max_(_SCALING_MAX)
+                kv = torch.bmm(v.unsqueeze(1), kernel_t)
+                u = torch.div(a, kv.clamp_min_(_FLOAT32_TINY)).clamp_max_(_SCALING_MAX)
+            alpha = alpha + eps * torch.log(torch.where(mask_eff, u.squeeze(1), one))
             beta = beta + eps * torch.log(v)
             done += steps
             iterations += steps
-    # marginal error of the final plan (for diagnostics, same definition as the published one)
-    plan_cols = torch.exp((alpha.unsqueeze(-1) + beta.unsqueeze(-2) - cost) / reg).masked_fill(~valid, 0).sum(1)
+    # marginal error of the final plan diag(u) K~ diag(v) (same definition as the published one)
+    if kernel is None:
+        plan_cols = torch.zeros_like(b)
+    else:
+        plan_cols = v * torch.bmm(u, kernel).squeeze(1)
     err = (b - plan_cols).pow(2).sum(-1)
     alpha = alpha.masked_fill(~mask, 0.0)
-    its = torch.full((batch,), iterations, dtype=torch.long, device=cost.device)
+    its = torch.full((batch,), iterations, dtype=torch.long, device=device)
     return OTResult(alpha=alpha, beta=beta, iterations=its, marginal_error=err)
 
 
