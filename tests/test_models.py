@@ -239,3 +239,8 @@ def test_head_runs_in_float32_under_bf16_autocast(bin_config):
     assert out.logits.dtype == torch.float32 and out.density.dtype == torch.float32
     torch.testing.assert_close(out.logits, reference.logits)
     torch.testing.assert_close(out.density, reference.density)
+
+
+def test_resnet_baseline_refuses_options_it_would_ignore():
+    with pytest.raises(TypeError, match="num_vpt"):
+        build_model("clip_ebc_resnet50", BinConfig.gigacount_qnrf(), pretrained=None, num_vpt=8)

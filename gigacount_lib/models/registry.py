@@ -139,6 +139,9 @@ def gigacount_no_fusion(bin_config, image_pre, text_pre, **kw) -> GigaCount:
 
 def _clip_ebc(clip_model: str, kind: str, bin_config, image_pre, text_pre, *, image_weights=None,
               text_weights=None, prompt_style="word", **kw) -> CLIPEBC:
+    if kind == "resnet" and kw:
+        raise TypeError(f"clip_ebc_resnet50: unexpected options {sorted(kw)} (the ViT options such as "
+                        "num_vpt belong to clip_ebc_vit_b16)")
     protos, text_info = _text(clip_model, bin_config, text_pre, text_weights, prompt_style)
     if image_pre:
         file, source = resolve_clip_weights(clip_model, "openai", image_weights, argument="image_weights")
