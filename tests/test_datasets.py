@@ -396,3 +396,14 @@ def test_images_are_contiguous_chw(tmp_path):
     image = ds[0][0]
     assert image.shape == (3, 40, 60) and image.is_contiguous()
     torch.testing.assert_close(ds[0][0], image, rtol=0, atol=0)
+
+
+def test_nwpu_json_that_is_not_an_object_names_the_file(tmp_path):
+    truth = _nwpu(tmp_path)
+    (tmp_path / "mats" / "0002.mat").unlink()
+    (tmp_path / "jsons").mkdir()
+    import json
+
+    (tmp_path / "jsons" / "0002.json").write_text(json.dumps([{"x": 1}, truth["0002"].tolist()]))
+    with pytest.raises(AnnotationError, match=r"0002.json.*'points'.*list"):
+        NWPUDataset(tmp_path, "train")[1]

@@ -241,8 +241,9 @@ def _read_nwpu_json(path: Path) -> np.ndarray:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise AnnotationError(f"{path}: cannot read JSON ({err})") from err
-    if "points" not in data:
-        raise AnnotationError(f"{path}: no key 'points' in the JSON file (found {sorted(data)})")
+    if not isinstance(data, dict) or "points" not in data:
+        found = sorted(data) if isinstance(data, dict) else f"a JSON {type(data).__name__}"
+        raise AnnotationError(f"{path}: no key 'points' in the JSON file (found {found})")
     return _as_point_array(data["points"], path, "'points'", columns="first")
 
 
