@@ -69,6 +69,9 @@ class MultiScaleFusion(nn.Module):
                                  f"expected {tuple(size)}; pad inputs to a multiple of {max(self.reductions)}")
         return torch.cat(ups, dim=1)
 
+    def to_output_stride(self, fused_stride4: Tensor) -> Tensor:
+        """The stride-4 map at ``out_stride``: 2x2 average pool for 8, unchanged for 4."""
+        return F.avg_pool2d(fused_stride4, 2) if self.out_stride == 8 else fused_stride4
+
     def forward(self, features: Sequence[Tensor]) -> Tensor:
-        fused = self.forward_stride4(features)
-        return F.avg_pool2d(fused, 2) if self.out_stride == 8 else fused
+        return self.to_output_stride(self.forward_stride4(features))

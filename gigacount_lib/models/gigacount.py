@@ -94,7 +94,7 @@ class GigaCount(CountingModel):
             channel_maps.append(maps["channel"])
             spatial_maps.append(maps["spatial"])
         fused4 = self.fusion.forward_stride4(attended)
-        fused = nn.functional.avg_pool2d(fused4, 2)
+        fused = self.fusion.to_output_stride(fused4)
         decoded = self.decoder(fused)
         return {"encoder": feats, "attended": attended, "channel_attention": channel_maps,
                 "spatial_attention": spatial_maps, "fused_stride4": fused4, "fused": fused,
