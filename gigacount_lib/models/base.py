@@ -128,8 +128,9 @@ class CountingModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, images: Tensor) -> CountingOutput:
+        x = self.prepare(images)  # checks the input first
         h, w = self.output_size(*images.shape[-2:])
-        out = self.head(self.forward_features(self.prepare(images)))
+        out = self.head(self.forward_features(x))
         return CountingOutput(out.logits[..., :h, :w], out.density[..., :h, :w])
 
     # -------------------------------------------------------------- bookkeeping
