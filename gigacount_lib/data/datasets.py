@@ -161,11 +161,13 @@ def load_rgb_image(path: str | Path) -> Image.Image:
 def _image_to_tensor(img: Image.Image) -> Tensor:
     """8-bit RGB PIL image -> contiguous float32 ``(3, H, W)`` in ``[0, 1]``.
 
-    The channel permutation is made contiguous on the uint8 data (cheap) before the float
-    conversion; otherwise the result would be a ``(3, H, W)`` view with ``(H, W, 3)`` memory.
+    PIL stores pixels as ``(H, W, 3)``; the float conversion writes them channel-first in the
+    same pass (without ``memory_format`` the result would keep ``(H, W, 3)`` strides, and e.g.
+    ``image.view(3, -1)`` would fail).
     """
     arr = np.array(img, dtype=np.uint8)  # one writable copy of the pixels
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous().float().div_(255.0)
+    chw = torch.from_numpy(arr).permute(2, 0, 1)
+    return chw.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
 
 def _load_mat(path: Path) -> dict[str, Any]:
