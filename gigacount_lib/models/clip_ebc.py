@@ -75,7 +75,10 @@ class CLIPViTFeatures(nn.Module):
                 p.requires_grad_(False)
         self.num_vpt, self.deep_vpt = int(num_vpt), bool(deep_vpt)
         n_layers = (self.depth if deep_vpt else 1) if num_vpt > 0 else 0
-        bound = math.sqrt(6.0 / float(3 * self.patch * self.patch + self.width))
+        # Uniform init of the prompts in +-sqrt(6 / (3 p + width)), as CLIP-EBC's models/clip/model.py
+        # (patch side p). The VPT code (Jia et al.) uses the patch area, 3 p^2, i.e. a bound 1.4x smaller
+        # for ViT-B/16; we follow CLIP-EBC, whose baseline this is.
+        bound = math.sqrt(6.0 / float(3 * self.patch + self.width))
         self.vpt = nn.ParameterList([nn.Parameter(torch.empty(num_vpt, self.width).uniform_(-bound, bound))
                                      for _ in range(n_layers)])
         self.vpt_drop = nn.Dropout(vpt_drop) if vpt_drop > 0 else nn.Identity()
