@@ -181,3 +181,18 @@ def test_bad_arguments():
         train_transforms(64, num_crops=0)
     with pytest.raises(ValueError, match="crop_size"):
         train_transforms((64, 0))
+
+
+def test_to_image_tensor_is_channel_first_in_memory():
+    """An (H, W, 3) array becomes a (3, H, W) tensor laid out channel-first (not a permuted view),
+    with the same values; a contiguous float32 tensor passes through unchanged."""
+    import numpy as np
+
+    from gigacount_lib.data.transforms import to_image_tensor
+
+    arr = np.random.default_rng(0).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    out = to_image_tensor(arr)
+    assert out.shape == (3, 5, 7) and out.dtype == torch.float32 and out.is_contiguous()
+    torch.testing.assert_close(out, torch.from_numpy(arr).permute(2, 0, 1).float() / 255)
+    image = torch.rand(3, 5, 7)
+    assert to_image_tensor(image) is image

@@ -277,7 +277,8 @@ def _pair(size: int | Sequence[int], what: str) -> tuple[int, int]:
 
 
 def to_image_tensor(image: Any) -> Tensor:
-    """PIL image / uint8 or float tensor / ``(H, W, 3)`` array -> float32 ``(3, H, W)`` in ``[0, 1]``."""
+    """PIL image / uint8 or float tensor / ``(H, W, 3)`` array -> contiguous float32 ``(3, H, W)``
+    in ``[0, 1]`` (uint8 is divided by 255; float input is taken to be in ``[0, 1]`` already)."""
     if isinstance(image, np.ndarray):
         image = torch.from_numpy(np.ascontiguousarray(image))
         if image.ndim == 3 and image.shape[-1] in (1, 3, 4) and image.shape[0] not in (1, 3, 4):
@@ -287,10 +288,12 @@ def to_image_tensor(image: Any) -> Tensor:
     image = image.as_subclass(Tensor)
     if image.ndim == 2:
         image = image.unsqueeze(0)
-    if image.dtype == torch.uint8:
-        image = image.float().div_(255.0)
-    else:
-        image = image.float()
+    is_uint8 = image.dtype == torch.uint8
+    # channel-first memory even for an (H, W, 3) array seen through a permutation (no copy when
+    # the input already is a contiguous float32 tensor, which is then not modified)
+    image = image.to(torch.float32, memory_format=torch.contiguous_format)
+    if is_uint8:
+        image = image.div_(255.0)  # a fresh tensor: in place is safe
     if image.shape[0] == 1:
         image = image.expand(3, -1, -1).contiguous()
     if image.ndim != 3 or image.shape[0] != 3:
