@@ -185,7 +185,7 @@ def test_bad_arguments():
 
 def test_to_image_tensor_is_channel_first_in_memory():
     """An (H, W, 3) array becomes a (3, H, W) tensor laid out channel-first (not a permuted view),
-    with the same values; a contiguous float32 tensor passes through unchanged."""
+    with the same values; a contiguous float32 tensor passes through without a copy."""
     import numpy as np
 
     from gigacount_lib.data.transforms import to_image_tensor
@@ -195,4 +195,5 @@ def test_to_image_tensor_is_channel_first_in_memory():
     assert out.shape == (3, 5, 7) and out.dtype == torch.float32 and out.is_contiguous()
     torch.testing.assert_close(out, torch.from_numpy(arr).permute(2, 0, 1).float() / 255)
     image = torch.rand(3, 5, 7)
-    assert to_image_tensor(image) is image
+    same = to_image_tensor(image)
+    assert same.data_ptr() == image.data_ptr() and torch.equal(same, image)  # no copy
