@@ -16,9 +16,10 @@ Paper vs. code (the ``block_type`` option):
   becomes a depthwise 7x7 :class:`~gigacount_lib.models.odconv.ODConv2d` with 4 candidate kernels.
   The text does not say what an "ODConv block" contains; this is our reading, chosen because it
   keeps the block's shape and lets all four candidates start from the (pretrained) depthwise kernel.
-  The converted block does *not* start as the pretrained block: the channel, filter and spatial
-  attentions are sigmoids near 0.5 at initialisation, so the effective kernel is about 1/8 of the
-  pretrained one (0.10-0.15 times, measured on random input); training has to recover the scale.
+  The converted block does *not* start as the pretrained block: the channel and spatial attentions
+  are sigmoids near 0.5 at initialisation (a depthwise ODConv has no filter attention), so the
+  effective kernel is about 1/4 of the pretrained one (0.19-0.30 times, measured on random input);
+  training has to recover the scale.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def convert_blocks_to_odconv(model: nn.Module, kernel_num: int = 4) -> int:
     """Replace the depthwise ``conv_dw`` of every timm ``ConvNeXtBlock`` in ``model`` by a depthwise ODConv.
 
     The candidates are initialised from the existing kernel and the bias is copied (the attentions
-    still scale the kernel by about 1/8 at first; see the module docstring). Returns the number of
+    still scale the kernel by about 1/4 at first; see the module docstring). Returns the number of
     blocks converted.
     """
     from timm.models.convnext import ConvNeXtBlock

@@ -29,10 +29,11 @@ Then
 * the k x k case is one grouped convolution whose groups are ``B * g`` (the batch is folded into the
   channel dimension), the usual way of running per-sample kernels without a Python loop.
 
-As in the official ODConv implementation, attentions that carry no information are skipped:
-the spatial attention for a 1x1 kernel and the kernel attention when ``n == 1`` are fixed to 1.
-For a depthwise convolution (``groups == C_in == C_out``) the channel and filter attentions act on
-the same channels; both are kept (their product is still a per-channel scale).
+As in the official ODConv implementation (``OSVAI/ODConv``, ``modules/odconv.py``), attentions that
+carry no information are skipped (fixed to 1): the spatial attention for a 1x1 kernel, the kernel
+attention when ``n == 1``, and the filter attention of a depthwise convolution
+(``groups == C_in == C_out``), whose output channels are its input channels, already scaled by the
+channel attention.
 """
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ class ODConv2d(nn.Module):
         self.fc = nn.Linear(in_channels, hidden, bias=False)
         self.bn = nn.BatchNorm1d(hidden)
         self.channel_fc = nn.Linear(hidden, in_channels)
-        self.filter_fc = nn.Linear(hidden, out_channels)
+        depthwise = groups == in_channels == out_channels
+        self.filter_fc = None if depthwise else nn.Linear(hidden, out_channels)
         self.spatial_fc = nn.Linear(hidden, kernel_size * kernel_size) if kernel_size > 1 else None
         self.kernel_fc = nn.Linear(hidden, kernel_num) if kernel_num > 1 else None
 
@@ -139,7 +141,10 @@ class ODConv2d(nn.Module):
         z = F.relu(self.bn(self.fc(x.mean(dim=(2, 3)))))
         t = self.temperature
         channel = torch.sigmoid(self.channel_fc(z) / t)
-        filt = torch.sigmoid(self.filter_fc(z) / t)
+        if self.filter_fc is not None:
+            filt = torch.sigmoid(self.filter_fc(z) / t)
+        else:
+            filt = z.new_ones(batch, self.out_channels)
         k = self.kernel_size
         if self.spatial_fc is not None:
             spatial = torch.sigmoid(self.spatial_fc(z) / t).view(batch, k, k)
