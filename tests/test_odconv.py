@@ -91,3 +91,11 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="batch of at least 2"):
         ODConv2d(8, 8, 1).train()(torch.randn(1, 8, 5, 5))
     assert ODConv2d(8, 8, 1).eval()(torch.randn(1, 8, 5, 5)).shape == (1, 8, 5, 5)
+
+
+def test_depthwise_has_no_filter_attention_like_the_official_odconv():
+    conv = ODConv2d(16, 16, 7, groups=16).eval()
+    assert conv.filter_fc is None
+    att = conv.compute_attention(torch.randn(2, 16, 9, 9))
+    assert torch.equal(att.filter, torch.ones(2, 16))
+    assert ODConv2d(16, 16, 3, groups=4).filter_fc is not None  # grouped, not depthwise: kept
