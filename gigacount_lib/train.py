@@ -239,11 +239,10 @@ def compare_losses(loss_fns: dict[str, nn.Module], train_loader, test_loader, bi
     losses are the only difference. Returns ``{name: {"history", "mae", "rmse", "ece", ...}}``.
     """
     from .models import build_model
+    from .utils import seed_everything
 
     results = {}
     for name, loss_fn in loss_fns.items():
-        from .utils import seed_everything
-
         seed_everything(seed)
         generator = getattr(train_loader, "generator", None)
         if generator is not None:  # same shuffling order for every loss
