@@ -42,7 +42,8 @@ def configure_optimizer(model: nn.Module, lr: float = 1e-4, weight_decay: float 
                         betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices/kernels only (``ndim >= 2``); biases and norms are not decayed.
 
-    Frozen parameters (``requires_grad=False``, e.g. cached text prototypes) are left out.
+    Frozen parameters (``requires_grad=False``, e.g. the CLIP ViT tower of ``clip_ebc_vit_b16``) are left
+    out; the text prototypes are a buffer, not a parameter, so they never reach the optimizer.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]

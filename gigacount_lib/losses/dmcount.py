@@ -223,7 +223,7 @@ class DMCountLoss(nn.Module):
                 f"weights=(count {self.weight_count}, ot {self.weight_ot}, tv {self.weight_tv})")
 
     def terms(self, density: Tensor, points: Tensor, mask: Tensor, image_size: tuple[int, int]) -> dict[str, Tensor]:
-        """The weighted terms as tensors (no host sync): ``count, ot, ot_objective, tv`` (unweighted)."""
+        """The terms as tensors, before weighting (no host sync): ``count, tv, ot, ot_objective``."""
         grid = tuple(density.shape[-2:])
         dtype = torch.promote_types(density.dtype, torch.float32)
         density = density.to(dtype)
