@@ -4,9 +4,10 @@ Each stage is a small named function so that the full Trainer (exact resume, DDP
 them::
 
     optimizer = configure_optimizer(model, lr=1e-4, weight_decay=1e-4)
+    scaler = make_grad_scaler(device, use_autocast=True)  # active only for float16 autocast
     for batch in loader:                                  # CrowdBatch from collate_crowd
         stats = train_step(model, batch, loss_fn, optimizer, device=device,
-                           use_autocast=True, grad_clip=1.0)
+                           use_autocast=True, grad_clip=1.0, scaler=scaler)
 
 ``loss_fn`` is one of :mod:`gigacount_lib.losses` (``AdaptiveHybridLoss``, ``DACELoss`` take the logits
 and the density; ``DMCountLoss`` only the density). Under ``use_autocast`` the forward pass runs in
