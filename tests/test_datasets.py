@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -407,3 +408,15 @@ def test_nwpu_json_that_is_not_an_object_names_the_file(tmp_path):
     (tmp_path / "jsons" / "0002.json").write_text(json.dumps([{"x": 1}, truth["0002"].tolist()]))
     with pytest.raises(AnnotationError, match=r"0002.json.*'points'.*list"):
         NWPUDataset(tmp_path, "train")[1]
+
+
+def test_preprocess_rejects_a_truncated_image_naming_the_original(tmp_path):
+    """Building the cache decodes every image: a truncated JPEG that needs no resize fails there,
+    named by its own path, instead of being copied into the cache and failing later."""
+    data = tmp_path / "data"
+    _qnrf(data, counts=(1, 1))
+    bad = data / "Train" / "img_0002.jpg"
+    _image(bad, size=(200, 300))
+    bad.write_bytes(bad.read_bytes()[: len(bad.read_bytes()) // 2])
+    with pytest.raises(CorruptImageError, match=re.escape(str(bad))):
+        QNRFDataset(data, "train", preprocess=True, cache_root=tmp_path / "cache")

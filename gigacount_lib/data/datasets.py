@@ -100,22 +100,18 @@ def _natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
-def _read_header(path: Path) -> tuple[tuple[int, int], str]:
-    """``((H, W), PIL mode)`` from the image header only (PIL opens lazily; no pixel is decoded)."""
+def read_image_size(path: str | Path) -> tuple[int, int]:
+    """``(H, W)`` from the image header only (PIL opens lazily; no pixel is decoded)."""
+    path = Path(path)
     try:
         with Image.open(path) as img:
             width, height = img.size
-            return (int(height), int(width)), img.mode
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise CorruptImageError(f"{path}: cannot read the image header ({err}); the file is corrupt "
                                 "or not an image -- re-download or re-extract it") from err
-
-
-def read_image_size(path: str | Path) -> tuple[int, int]:
-    """``(H, W)`` from the image header only (PIL opens lazily; no pixel is decoded)."""
-    return _read_header(Path(path))[0]
+    return int(height), int(width)
 
 
 def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
@@ -140,22 +136,26 @@ def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb_image(path: str | Path) -> Image.Image:
-    """Decode an image fully and return it as 8-bit RGB (see the module notes on modes).
-
-    Raises ``FileNotFoundError`` or :class:`CorruptImageError` naming the file.
-    """
-    path = Path(path)
+def _decode(path: Path) -> tuple[Image.Image, str]:
+    """Decode an image fully: ``(8-bit RGB image, PIL mode stored in the file)``."""
     try:
         with Image.open(path) as img:
             img.load()  # force decoding now so that truncated files fail here, with the file name
             # leaving the block only closes the file; the decoded pixels stay with ``img``
-            return _to_rgb(img, path)
+            return _to_rgb(img, path), img.mode
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise CorruptImageError(f"{path}: cannot decode the image ({err}); the file is corrupt or "
                                 "truncated -- re-download or re-extract it") from err
+
+
+def load_rgb_image(path: str | Path) -> Image.Image:
+    """Decode an image fully and return it as 8-bit RGB (see the module notes on modes).
+
+    Raises ``FileNotFoundError`` or :class:`CorruptImageError` naming the file.
+    """
+    return _decode(Path(path))[0]
 
 
 def _image_to_tensor(img: Image.Image) -> Tensor:
@@ -541,14 +541,17 @@ class CrowdDataset(Dataset):
         samples: dict[str, dict[str, Any]] = {}
         dropped = 0
         for record in tqdm(self.records, desc=f"preprocess {self.key}/{self.split}", disable=not progress):
-            orig, mode = _read_header(record.image_path)
+            # every image is decoded once here, so that a corrupt or truncated file fails now, named,
+            # rather than later from its copy in the cache
+            img, stored_mode = _decode(record.image_path)
+            orig = (img.height, img.width)
             pts, size, n_raw = self._scaled_points(record, orig)
             dropped += n_raw - len(pts)
             file = f"{record.name}.jpg"
-            if size == orig and mode == "RGB" and record.image_path.suffix.lower() in (".jpg", ".jpeg"):
-                shutil.copyfile(record.image_path, folder / "images" / file)  # nothing to change: no decode
+            if size == orig and stored_mode == "RGB" and record.image_path.suffix.lower() in (".jpg", ".jpeg"):
+                shutil.copyfile(record.image_path, folder / "images" / file)  # unchanged: keep the original bytes
             else:
-                img = _resize_image(load_rgb_image(record.image_path), size)
+                img = _resize_image(img, size)
                 buf = io.BytesIO()
                 img.save(buf, format="JPEG", quality=95)
                 atomic_write_bytes(folder / "images" / file, buf.getvalue())
