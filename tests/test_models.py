@@ -244,3 +244,9 @@ def test_head_runs_in_float32_under_bf16_autocast(bin_config):
 def test_resnet_baseline_refuses_options_it_would_ignore():
     with pytest.raises(TypeError, match="num_vpt"):
         build_model("clip_ebc_resnet50", BinConfig.gigacount_qnrf(), pretrained=None, num_vpt=8)
+
+
+def test_resnet_baseline_decoder_is_clip_ebc_bottleneck(models):
+    """CLIP-EBC's RN50 decoder is its Bottleneck with expansion 1: inner width 2048, not 2048 // 4."""
+    body = models["clip_ebc_resnet50"].decoder.body
+    assert [m.out_channels for m in body if isinstance(m, torch.nn.Conv2d)] == [2048, 2048, 2048]

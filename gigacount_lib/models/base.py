@@ -47,11 +47,15 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """ResNet bottleneck ``in -> out`` with width ``out // 4``: 1x1, 3x3, 1x1 (BN, ReLU), residual."""
+    """ResNet bottleneck ``in -> out``: 1x1, 3x3, 1x1 convs of inner width ``width`` (BN, ReLU), residual.
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    ``width=None`` is the usual ResNet ``out // 4``; CLIP-EBC's decoder uses ``width = out``
+    (its ``Bottleneck`` with ``expansion=1``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, width: int | None = None) -> None:
         super().__init__()
-        mid = max(out_channels // 4, 1)
+        mid = max(out_channels // 4, 1) if width is None else int(width)
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
             nn.Conv2d(mid, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),

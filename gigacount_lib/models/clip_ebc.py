@@ -6,8 +6,9 @@ stride-8 blocks), following the CLIP-EBC recipe for reduction 8:
 * ``clip_ebc_resnet50``: CLIP's modified ResNet-50 without its attention pool; the first block of
   ``layer4`` loses its 2x2 average pools (weights unchanged), so the 2048-channel map is at
   stride 16. It is upsampled x2 (bilinear) to stride 8, decoded by a bottleneck block
-  (2048 -> 2048, width 512) and projected (1x1) to the RN50 CLIP width 1024. The image tower is
-  fine-tuned.
+  (2048 -> 2048 with inner width 2048, as CLIP-EBC's ``Bottleneck(..., expansion=1)`` in
+  ``models/utils.py``: 46M parameters, not the 4.5M of a ResNet-style width 512) and projected
+  (1x1) to the RN50 CLIP width 1024. The image tower is fine-tuned.
 * ``clip_ebc_vit_b16``: CLIP's ViT-B/16 patch tokens (768 channels, stride 16) after ``ln_post``;
   the position embeddings are interpolated (bicubic) to the input's patch grid, so any multiple of
   16 works. As in CLIP-EBC the tower is frozen and tuned by deep visual prompt tuning (``num_vpt``
@@ -131,7 +132,7 @@ class CLIPEBC(CountingModel):
         self.features = features
         c = features.channels
         if decoder == "bottleneck":
-            self.decoder = Bottleneck(c, c)
+            self.decoder = Bottleneck(c, c, width=c)
         elif decoder == "basic":
             self.decoder = BasicBlock(c, c)
         else:
