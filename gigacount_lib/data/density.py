@@ -88,7 +88,13 @@ def block_count_map(points: Tensor, image_size: tuple[int, int], block_size: int
 
 
 def block_count_maps(points: Sequence[Tensor], image_size: tuple[int, int], block_size: int) -> Tensor:
-    """Batched :func:`block_count_map`: a list of ``(N_i, 2)`` tensors -> ``(B, 1, h, w)``."""
+    """Batched :func:`block_count_map`: a list of ``(N_i, 2)`` tensors -> ``(B, 1, h, w)``.
+
+    A plain loop over the images, kept simple on purpose: it is the reference that the losses'
+    loop-free version (``gigacount_lib.losses.block_counts_padded``, one scatter for the whole
+    padded batch) is tested against. Each image is validated, which costs a host sync per image
+    on a GPU; training code should use the padded version.
+    """
     return torch.stack([block_count_map(p, image_size, block_size) for p in points]).unsqueeze(1)
 
 
