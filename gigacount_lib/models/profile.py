@@ -3,8 +3,9 @@
 FLOPs are counted with :class:`torch.utils.flop_counter.FlopCounterMode` on one image (batch 1,
 ``eval`` mode, no grad). It counts matmuls and convolutions (2 FLOPs per multiply-accumulate) and
 ignores element-wise operations, normalisation and pooling. Papers that quote fvcore-style "GFLOPs"
-count one FLOP per multiply-accumulate: halve our numbers before comparing with them. The frozen text tower is not run in the forward pass (its prototypes are
-precomputed), so it contributes parameters but no FLOPs.
+count one FLOP per multiply-accumulate: halve our numbers before comparing with them. The frozen
+text tower is not run in the forward pass (its prototypes are precomputed), so it contributes
+parameters but no FLOPs.
 """
 from __future__ import annotations
 
