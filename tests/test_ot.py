@@ -17,7 +17,7 @@ from gigacount_lib.data.transforms import pad_points
 from gigacount_lib.losses import DMCountLoss
 from gigacount_lib.losses.ot import (block_centres, ot_gradient, published_axis_kernels,
                                      ot_potentials, published_squared_distances, sinkhorn_exact,
-                                     sinkhorn_log_domain, squared_distances)
+                                     sinkhorn_log_domain, squared_distances, stabilised_kernel)
 
 REG = 10.0
 
@@ -214,6 +214,55 @@ def test_exact_is_far_more_converged_than_100_plain_iterations():
     cost = squared_distances(padded, block_centres((8, 8), 8))
     plain = sinkhorn_exact(cost, mask, b, eps_scaling=False)  # 100 plain iterations, no underflow
     assert rel_err_up_to_shift(exact.beta[0], g) < 0.5 * rel_err_up_to_shift(plain.beta[0], g)
+
+
+def test_stabilised_kernel_equals_flushed_exponential_without_subnormals():
+    """The clamp-before-exp absorption equals where(K >= 1e-30, K, 0) of the direct float64 formula."""
+    gen = torch.Generator().manual_seed(11)
+    pts, _ = random_batch(11, [30, 4], (96, 96))
+    padded, mask = pad_points(pts)
+    cost = squared_distances(padded, block_centres((12, 12), 8))
+    alpha = (torch.rand(2, 30, generator=gen) * 400).masked_fill(~mask, -math.inf)
+    beta = torch.rand(2, 144, generator=gen) * 400 - 600
+    for eps in (10.0, 200.0):
+        kernel = stabilised_kernel(alpha, beta, cost, eps)
+        direct = torch.exp((alpha.double().unsqueeze(-1) + beta.double().unsqueeze(-2) - cost.double()) / eps)
+        direct = torch.where(direct >= 1e-30, direct, torch.zeros_like(direct))
+        kept = kernel > 0
+        assert float((direct[kept] - kernel[kept].double()).abs().div(direct[kept]).max()) < 1e-4
+        assert bool((direct[~kept] <= 1.0001e-30).all())               # only negligible entries dropped
+        assert bool((kernel[kept] >= 1e-30).all())                      # no subnormal, no tiny entry
+        assert bool((kernel[1, 4:] == 0).all())                         # padding heads: zero rows
+        assert 0.0 < float(kept.float().mean()) < 1.0
+
+
+def test_exact_steep_schedule_stays_finite():
+    """eps_factor 0.1 used to flush whole kernel columns (NaN); the free beta shift keeps it finite."""
+    pts, gen = random_batch(12, [200, 160, 0], (224, 224))
+    dens = torch.nn.functional.softplus(torch.randn(3, 784, generator=gen))
+    b = dens / dens.sum(-1, keepdim=True)
+    padded, mask = pad_points(pts)
+    cost = squared_distances(padded, block_centres((28, 28), 8))
+    steep = sinkhorn_exact(cost, mask, b, eps_start=2 * 224.0 ** 2, eps_factor=0.1)
+    assert torch.isfinite(steep.beta).all() and torch.isfinite(steep.alpha).all()
+    default = sinkhorn_exact(cost, mask, b, eps_start=2 * 224.0 ** 2)
+    # the block marginal is about as well met as with the default schedule (both ~1e-5 after 100 iterations)
+    assert float(steep.marginal_error[:2].max()) < 10 * float(default.marginal_error[:2].max()) + 1e-7
+    with pytest.raises(ValueError, match="eps_factor"):
+        sinkhorn_exact(cost, mask, b, eps_factor=0.05)
+
+
+def test_exact_is_float32_and_unchanged_under_autocast():
+    pts, gen = random_batch(13, [20, 3], (64, 64))
+    b = torch.rand(2, 64, generator=gen) + 0.05
+    b = b / b.sum(-1, keepdim=True)
+    padded, mask = pad_points(pts)
+    cost = squared_distances(padded, block_centres((8, 8), 8))
+    plain = sinkhorn_exact(cost, mask, b, eps_start=8192.0)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        cast = sinkhorn_exact(cost, mask, b, eps_start=8192.0)
+    assert cast.beta.dtype == torch.float32
+    torch.testing.assert_close(cast.beta, plain.beta)
 
 
 # ------------------------------------------------------------------------------------------ gradient
