@@ -74,7 +74,7 @@ def network_available(host: str = HUB_HOST, port: int = 443, timeout: float | No
         try:
             with socket.create_connection((host, port), timeout=timeout):
                 result["ok"] = True
-        except OSError:
+        except Exception:  # noqa: BLE001 - any failure means "no network"; never an unhandled thread error
             result["ok"] = False
 
     thread = threading.Thread(target=probe, daemon=True)
