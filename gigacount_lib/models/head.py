@@ -62,6 +62,8 @@ def format_count_prompt(low: float, high: float, style: str = "word") -> str:
     """The sentence for the count bin ``[low, high]`` (``high`` may be ``inf``).
 
     ``style="word"`` spells numbers ("There are three people."), ``style="number"`` writes digits.
+    The sentences are those of CLIP-EBC's ``format_count`` (``models/clip/utils.py``), including its
+    wording of the open last bin ``[low, inf]`` as "more than ``low``" although the bin contains ``low``.
     """
     if style not in ("word", "number"):
         raise ValueError(f"prompt style must be 'word' or 'number', got {style!r}")
