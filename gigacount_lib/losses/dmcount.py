@@ -222,8 +222,13 @@ class DMCountLoss(nn.Module):
         return (f"reduction={self.reduction}, mode={self.mode!r}, reg={self.reg}, num_iters={self.num_iters}, "
                 f"weights=(count {self.weight_count}, ot {self.weight_ot}, tv {self.weight_tv})")
 
-    def terms(self, density: Tensor, points: Tensor, mask: Tensor, image_size: tuple[int, int]) -> dict[str, Tensor]:
-        """The terms as tensors, before weighting (no host sync): ``count, tv, ot, ot_objective``."""
+    def terms(self, density: Tensor, points: Tensor, mask: Tensor, image_size: tuple[int, int],
+              gt_blocks: Tensor | None = None) -> dict[str, Tensor]:
+        """The terms as tensors, before weighting (no host sync): ``count, tv, ot, ot_objective``.
+
+        ``gt_blocks``: the ground-truth block counts ``(B, 1, h, w)`` when the caller already has them
+        (the block losses do); otherwise they are computed here from the points.
+        """
         grid = tuple(density.shape[-2:])
         dtype = torch.promote_types(density.dtype, torch.float32)
         density = density.to(dtype)
@@ -232,7 +237,8 @@ class DMCountLoss(nn.Module):
         zero = density.new_zeros(())
         out["count"] = count_l1(density, gt_count) if self.weight_count else zero
         if self.weight_tv:
-            gt_blocks = block_counts_padded(points, mask, grid, self.reduction)
+            if gt_blocks is None:
+                gt_blocks = block_counts_padded(points, mask, grid, self.reduction)
             out["tv"] = tv_term(density, gt_blocks, gt_count)
         else:
             out["tv"] = zero

@@ -87,9 +87,10 @@ class _BlockLossBase(nn.Module):
         return logits.to(dtype), density.to(torch.promote_types(density.dtype, torch.float32)), padded, mask, \
             flags, gt_blocks, classes
 
-    def _dmcount(self, density: Tensor, padded: Tensor, mask: Tensor, image_size, name: str) -> dict[str, Tensor]:
+    def _dmcount(self, density: Tensor, padded: Tensor, mask: Tensor, image_size, gt_blocks: Tensor,
+                 name: str) -> dict[str, Tensor]:
         """``{name: weighted DM-Count loss, "dm_count", "dm_ot", "dm_ot_objective", "dm_tv": its terms}``."""
-        terms = self.dm.terms(density, padded, mask, image_size)
+        terms = self.dm.terms(density, padded, mask, image_size, gt_blocks)
         return {name: self.dm.weighted_sum(terms), **{f"dm_{k}": v for k, v in terms.items()}}
 
 
@@ -119,7 +120,7 @@ class DACELoss(_BlockLossBase):
                 logits, density, points, image_size, "DACELoss")
             named = {"ce": self.ce(logits, classes)}
             if self.dm is not None:
-                named.update(self._dmcount(density, padded, mask, image_size, "dmcount"))
+                named.update(self._dmcount(density, padded, mask, image_size, gt_blocks, "dmcount"))
                 count = named["dmcount"]
             else:
                 diff = density - gt_blocks.to(density.dtype)
@@ -168,7 +169,7 @@ class AdaptiveHybridLoss(_BlockLossBase):
                 "prob": self.prob(logits, classes) if self.weight_prob else zero,
             }
             if self.weight_count:
-                named.update(self._dmcount(density, padded, mask, image_size, "count"))
+                named.update(self._dmcount(density, padded, mask, image_size, gt_blocks, "count"))
             else:
                 named["count"] = zero
             loss = self.weight_ce * named["ce"] + self.weight_prob * named["prob"] + self.weight_count * named["count"]
