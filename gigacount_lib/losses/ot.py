@@ -89,8 +89,13 @@ numbers against the published per-image loop, about 50 ms there):
 
   Now (batch 8, 150-250 heads, 2 threads) one iteration costs about 0.1 ms, almost all of it the two
   ``bmm`` that stream the 5 MB kernel from L3 (about 100 GB/s), and each of the 9 absorptions about
-  0.7 ms (the ``exp`` of 1.6 M entries): about 20-25 ms in all, 2-2.5x faster than the published loop
-  but short of the 5x of ``reference`` (about 9-12 ms). What was measured and not adopted:
+  0.7 ms (the ``exp`` of 1.6 M entries). ``benchmarks/results/losses.json`` (2 threads): 22.9 ms against
+  54.5 ms for the published loop, 2.4x faster (was 0.38x), but short of the issue's 5x, which
+  ``reference`` meets (8.7 ms, 6.3x); the exact OT is 1.0% of a GigaCount training step (was 5.7%).
+  With ``--threads 1`` on the loaded machine: 44.8 ms against 59.7 ms (1.3x). The floor of this
+  design is the 200 kernel streams (about 9 ms) plus the 9 absorptions. Where the kernel no longer
+  fits in L3 (``N = 2000`` heads: 50 MB at batch 8) ``exact`` stays slower than the loop (0.6x).
+  What was measured and not adopted:
 
   - *Schmitzer's sparse truncation of the stabilised kernel.* After absorption at ``eps = 10`` only
     3% of the entries are >= 1e-30 (at most 18-21 heads per block, 52-60 blocks per head), but at
