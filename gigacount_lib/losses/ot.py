@@ -441,13 +441,12 @@ def sinkhorn_log_domain(cost: Tensor, mask: Tensor, b: Tensor, *, reg: float = D
         schedule = [reg]
     stage_iters = [iters_per_stage] * (len(schedule) - 1)
     stage_iters.append(max(num_iters - sum(stage_iters), 1))
-    neg_inf = torch.tensor(-float("inf"), dtype=cost.dtype, device=cost.device)
     alpha = torch.zeros(batch, num_points, dtype=cost.dtype, device=cost.device)
     beta = torch.zeros(batch, num_blocks, dtype=cost.dtype, device=cost.device)
     iterations = 0
     for eps, n_iter in zip(schedule, stage_iters):
         for _ in range(n_iter):
-            scores = torch.where(mask_eff.unsqueeze(-1), (alpha.unsqueeze(-1) - cost) / eps, neg_inf)
+            scores = ((alpha.unsqueeze(-1) - cost) / eps).masked_fill(~mask_eff.unsqueeze(-1), -math.inf)
             beta = eps * (log_b - torch.logsumexp(scores, dim=1))
             scores = (beta.unsqueeze(-2) - cost) / eps
             alpha = torch.where(mask_eff, eps * (log_a - torch.logsumexp(scores, dim=2)), torch.zeros_like(alpha))
