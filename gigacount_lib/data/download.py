@@ -1,0 +1,491 @@
+"""Fetching the official crowd-counting datasets: a registry of sources, a verified downloader and a
+safe archive extractor.
+
+Only **UCF-QNRF** has a direct official archive (``UCF-QNRF_ECCV18.zip`` on the CRCV server).
+ShanghaiTech, NWPU-Crowd and JHU-Crowd++ are distributed through Google Drive/Baidu links or request
+forms; nothing here scrapes those: :func:`download_dataset` raises :class:`ManualDownloadRequired`
+with the homepage, the folder layout our readers expect and what to pass as ``data_root``.
+
+Checksum policy: **pin if known, otherwise record.** We could not obtain a published SHA-256 for the
+official archives, so none is shipped (and none is invented). ``download_dataset(..., sha256=HEX)``
+(CLI ``--sha256 HEX``) verifies the archive against a value you trust. Without it, the SHA-256 of the
+archive is *computed locally* and recorded in ``download.json`` next to the archive; every later call
+verifies the archive against that recorded value (trust on first use: it detects later corruption or
+a changed file, not a bad first download).
+
+Network behaviour: a short timeout (``$GIGACOUNT_NET_TIMEOUT`` or 10 s per connection attempt and per
+read), no retry loops. When the host cannot be reached the error says which URL to fetch by hand and
+where to put the file; the next call verifies and uses it. A partial download is kept as
+``<file>.part`` and resumed with an HTTP ``Range`` request when the server supports it.
+
+Example::
+
+    from gigacount_lib.data.download import download_dataset
+    data_root = download_dataset("qnrf", "~/data/qnrf")     # -> ~/data/qnrf/UCF-QNRF_ECCV18
+    # QNRFDataset(data_root, "train") reads it
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..utils import atomic_write_json, get_logger, read_json
+
+__all__ = [
+    "DatasetSource", "SOURCES", "get_source", "DownloadError", "ChecksumError", "ManualDownloadRequired",
+    "download_file", "verify_file", "file_sha256", "extract_archive", "download_dataset", "MANIFEST_NAME",
+]
+
+_log = get_logger("data.download")
+
+MANIFEST_NAME = "download.json"
+_CHUNK = 1 << 20
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------------
+class DownloadError(OSError):
+    """A download that could not be completed (host unreachable, HTTP error, truncated transfer)."""
+
+
+class ChecksumError(ValueError):
+    """A file whose size or SHA-256 differs from the expected value (it has been moved aside)."""
+
+
+class ManualDownloadRequired(RuntimeError):
+    """The dataset has no direct official archive; the message says how to get it by hand."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry of official sources
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DatasetSource:
+    """Where a dataset officially comes from.
+
+    ``url`` is a direct archive link (``None`` when the owners distribute it only through links or
+    forms on ``homepage``); ``archive_name`` the file name it is saved as in ``root``; ``folder`` the
+    top folder the archive extracts to; ``markers`` the sub-folders that must exist in it afterwards.
+    """
+
+    key: str
+    display_name: str
+    homepage: str
+    citation: str
+    distribution: str
+    reader: str
+    layout: str
+    url: str | None = None
+    archive_name: str | None = None
+    folder: str | None = None
+    markers: tuple[str, ...] = ()
+
+    @property
+    def automatic(self) -> bool:
+        return self.url is not None
+
+    def manual_instructions(self, root: str | Path | None = None) -> str:
+        where = f" (for example {Path(root).expanduser()})" if root is not None else ""
+        return (f"{self.display_name} cannot be downloaded automatically: {self.distribution}.\n"
+                f"1. Get it from its official page: {self.homepage}\n"
+                f"2. Unpack it into a folder{where} so that it has this layout:\n{self.layout}\n"
+                f"3. Pass the folder as data_root (reader: gigacount_lib.data.datasets.{self.reader}).\n"
+                f"Citation: {self.citation}")
+
+
+SOURCES: dict[str, DatasetSource] = {
+    "qnrf": DatasetSource(
+        key="qnrf", display_name="UCF-QNRF",
+        homepage="https://www.crcv.ucf.edu/data/ucf-qnrf/",
+        citation=("H. Idrees, M. Tayyab, K. Athrey, D. Zhang, S. Al-Maadeed, N. Rajpoot, M. Shah, "
+                  "'Composition Loss for Counting, Density Map Estimation and Localization in Dense "
+                  "Crowds', ECCV 2018"),
+        distribution="a direct zip archive on the CRCV (University of Central Florida) server",
+        reader="QNRFDataset",
+        layout=("  UCF-QNRF_ECCV18/Train/img_0001.jpg, UCF-QNRF_ECCV18/Train/img_0001_ann.mat "
+                "(key 'annPoints')\n  UCF-QNRF_ECCV18/Test/img_0001.jpg, UCF-QNRF_ECCV18/Test/img_0001_ann.mat"),
+        url="https://www.crcv.ucf.edu/data/ucf-qnrf/UCF-QNRF_ECCV18.zip",
+        archive_name="UCF-QNRF_ECCV18.zip", folder="UCF-QNRF_ECCV18", markers=("Train", "Test"),
+    ),
+    "shanghaitech": DatasetSource(
+        key="shanghaitech", display_name="ShanghaiTech (part A and B)",
+        homepage="https://github.com/desenzhou/ShanghaiTechDataset",
+        citation=("Y. Zhang, D. Zhou, S. Chen, S. Gao, Y. Ma, 'Single-Image Crowd Counting via "
+                  "Multi-Column Convolutional Neural Network', CVPR 2016"),
+        distribution="Google Drive / Baidu links on its homepage",
+        reader="ShanghaiTechDataset",
+        layout=("  part_A/train_data/images/IMG_1.jpg, part_A/train_data/ground-truth/GT_IMG_1.mat\n"
+                "  part_A/test_data/...; part_B/... likewise (part_A_final/part_B_final also accepted)"),
+    ),
+    "nwpu": DatasetSource(
+        key="nwpu", display_name="NWPU-Crowd",
+        homepage="https://www.crowdbenchmark.com/nwpucrowd.html",
+        citation=("Q. Wang, J. Gao, W. Lin, X. Li, 'NWPU-Crowd: A Large-Scale Benchmark for Crowd "
+                  "Counting and Localization', IEEE TPAMI 2021"),
+        distribution="Google Drive / Baidu links from its homepage",
+        reader="NWPUDataset",
+        layout=("  images/0001.jpg (or images_part1/ .. images_part5/), mats/0001.mat (key 'annPoints'),\n"
+                "  train.txt, val.txt, test.txt"),
+    ),
+    "jhu": DatasetSource(
+        key="jhu", display_name="JHU-Crowd++",
+        homepage="http://www.crowd-counting.com/",
+        citation=("V. A. Sindagi, R. Yasarla, V. M. Patel, 'JHU-CROWD++: Large-Scale Crowd Counting "
+                  "Dataset and A Benchmark Method', IEEE TPAMI 2020"),
+        distribution="download links (Google Drive / Baidu) given on its homepage",
+        reader="JHUDataset",
+        layout="  train/images/0001.jpg, train/gt/0001.txt ('x y w h o b' per head); val/, test/ likewise",
+    ),
+}
+
+_ALIASES = {"ucfqnrf": "qnrf", "qnrf": "qnrf", "sha": "shanghaitech", "shb": "shanghaitech",
+            "sht": "shanghaitech", "shanghaitech": "shanghaitech", "shanghaitecha": "shanghaitech",
+            "shanghaitechb": "shanghaitech", "nwpu": "nwpu", "nwpucrowd": "nwpu", "jhu": "jhu",
+            "jhucrowd": "jhu", "jhucrowd++": "jhu", "jhu++": "jhu"}
+
+
+def get_source(name: str) -> DatasetSource:
+    """The :class:`DatasetSource` for ``name`` (``qnrf``, ``sha``/``shb``/``shanghaitech``, ``nwpu``,
+    ``jhu``; case, ``-`` and ``_`` ignored). Unknown names raise ``ValueError`` listing the choices."""
+    key = str(name).lower().replace("-", "").replace("_", "")
+    if key not in _ALIASES:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(SOURCES)} "
+                         "(aliases: ucf-qnrf, sha, shb, nwpu-crowd, jhu-crowd)")
+    return SOURCES[_ALIASES[key]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Hashing and verification
+# --------------------------------------------------------------------------------------------------
+def _check_hex(sha256: str | None) -> str | None:
+    if sha256 is None:
+        return None
+    value = str(sha256).strip().lower()
+    if not _HEX64.match(value):
+        raise ValueError(f"sha256 must be 64 hexadecimal characters, got {sha256!r}")
+    return value
+
+
+def file_sha256(path: str | Path, *, progress: bool = False) -> str:
+    """SHA-256 of a file as lowercase hex, read in 1 MiB chunks."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    bar = _progress(path.stat().st_size, 0, f"sha256 {path.name}", progress)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    bar.close()
+    return digest.hexdigest()
+
+
+def _move_aside(path: Path, final_name: str) -> Path:
+    bad = path.with_name(final_name + ".corrupt")
+    os.replace(path, bad)
+    return bad
+
+
+def verify_file(path: str | Path, *, sha256: str | None = None, expected_size: int | None = None,
+                name: str | None = None, progress: bool = False) -> str:
+    """Check the size and SHA-256 of ``path``; returns the SHA-256 it has.
+
+    On a mismatch the file is moved aside to ``<name>.corrupt`` (``name`` defaults to the file name)
+    so it is never used as good, and :class:`ChecksumError` names the file, the expected and the
+    actual value.
+    """
+    path = Path(path)
+    sha256 = _check_hex(sha256)
+    name = name or path.name
+    size = path.stat().st_size
+    if expected_size is not None and size != int(expected_size):
+        bad = _move_aside(path, name)
+        raise ChecksumError(f"{path.parent / name}: size mismatch: expected {int(expected_size)} bytes, got "
+                            f"{size}; the file was moved aside to {bad} (delete it and run again)")
+    actual = file_sha256(path, progress=progress)
+    if sha256 is not None and actual != sha256:
+        bad = _move_aside(path, name)
+        raise ChecksumError(f"{path.parent / name}: SHA-256 mismatch: expected {sha256}, got {actual}; "
+                            f"the file was moved aside to {bad} (delete it and run again)")
+    return actual
+
+
+# --------------------------------------------------------------------------------------------------
+# Download
+# --------------------------------------------------------------------------------------------------
+def _default_timeout() -> float:
+    return float(os.environ.get("GIGACOUNT_NET_TIMEOUT", 10.0))
+
+
+def _progress(total: int | None, initial: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                disable=not enabled, leave=False)
+
+
+def _manual_hint(url: str, dest: Path) -> str:
+    return (f"Download {url} by hand (e.g. with a browser) and put the file at {dest}; "
+            "the next call verifies it and uses it.")
+
+
+def _open(url: str, start: int, timeout: float):
+    request = urllib.request.Request(url, headers={"User-Agent": "gigacount_lib-downloader"})
+    if start > 0:
+        request.add_header("Range", f"bytes={start}-")
+    return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s) URLs from the registry
+
+
+def download_file(url: str, dest: str | Path, *, sha256: str | None = None, expected_size: int | None = None,
+                  timeout: float | None = None, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` (streaming, resumable, verified, atomic); returns ``dest``.
+
+    * Data goes to ``dest.part``; an existing ``.part`` is resumed with ``Range: bytes=<size>-`` when
+      the server answers ``206 Partial Content`` (otherwise the download restarts from zero).
+    * When the transfer is complete its size (``expected_size``, else the server's length) and
+      SHA-256 (``sha256``, if given) are checked, then ``.part`` is renamed to ``dest``. A mismatch
+      moves the data to ``dest.corrupt`` and raises :class:`ChecksumError`.
+    * If ``dest`` already exists it is verified (same checks) and returned without downloading.
+    * ``timeout`` (default ``$GIGACOUNT_NET_TIMEOUT`` or 10 s) bounds the connection and each read;
+      there is no retry loop. An unreachable host raises :class:`DownloadError` saying how to fetch
+      the file by hand and where to put it.
+    """
+    dest = Path(dest).expanduser()
+    sha256 = _check_hex(sha256)
+    timeout = _default_timeout() if timeout is None else float(timeout)
+    if dest.exists():
+        verify_file(dest, sha256=sha256, expected_size=expected_size)
+        _log.info("%s already present and verified; not downloading", dest)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    start = part.stat().st_size if part.exists() else 0
+    if expected_size is not None and start > int(expected_size):
+        part.unlink()
+        start = 0
+
+    try:
+        response = _open(url, start, timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and start > 0:  # range not satisfiable: the .part may already be complete
+            response = None
+        else:
+            raise DownloadError(f"{url}: HTTP {err.code} {err.reason}. {_manual_hint(url, dest)}") from err
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+        reason = getattr(err, "reason", err)
+        raise DownloadError(f"cannot reach {url} ({reason}). {_manual_hint(url, dest)}") from err
+
+    total: int | None = None
+    if response is not None:
+        with response:
+            status = getattr(response, "status", 200)
+            if start > 0 and status != 206:
+                _log.info("%s: the server does not resume (HTTP %s); restarting from zero", url, status)
+                start = 0
+            elif start > 0:
+                _log.info("%s: resuming at byte %d", url, start)
+            length = response.headers.get("Content-Length")
+            total = start + int(length) if length is not None else None
+            received = start
+            bar = _progress(total, start, dest.name, progress)
+            try:
+                with open(part, "ab" if start > 0 else "wb") as handle:
+                    while True:
+                        chunk = response.read(_CHUNK)
+                        if not chunk:
+                            break
+                        handle.write(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
+            except (OSError, http.client.HTTPException) as err:
+                raise DownloadError(f"{url}: transfer interrupted after {received} bytes ({err}); the partial "
+                                    f"file is kept at {part}; run again to resume. {_manual_hint(url, dest)}"
+                                    ) from err
+            finally:
+                bar.close()
+            if total is not None and received < total:
+                raise DownloadError(f"{url}: transfer ended after {received} of {total} bytes; the partial "
+                                    f"file is kept at {part}; run again to resume.")
+    size = expected_size if expected_size is not None else total
+    verify_file(part, sha256=sha256, expected_size=size, name=dest.name)
+    os.replace(part, dest)
+    _log.info("downloaded %s -> %s", url, dest)
+    return dest
+
+
+# --------------------------------------------------------------------------------------------------
+# Extraction
+# --------------------------------------------------------------------------------------------------
+def _safe_member(name: str, archive: Path) -> PurePosixPath:
+    """The relative path of an archive member; raises ``ValueError`` if it would escape the target."""
+    clean = name.replace("\\", "/")
+    rel = PurePosixPath(clean)
+    if (clean.startswith("/") or re.match(r"^[A-Za-z]:", clean) or ".." in rel.parts):
+        raise ValueError(f"{archive}: refusing to extract member {name!r}: its path escapes the destination")
+    return rel
+
+
+def _members(archive: Path) -> tuple[str, list[str]]:
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            return "zip", zf.namelist()
+    if tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tf:
+            names = []
+            for member in tf.getmembers():
+                if member.issym() or member.islnk():
+                    target = PurePosixPath(member.name).parent / member.linkname if member.issym() \
+                        else PurePosixPath(member.linkname)
+                    if member.linkname.startswith("/") or ".." in PurePosixPath(
+                            os.path.normpath(str(target))).parts:
+                        raise ValueError(f"{archive}: refusing to extract link {member.name!r} -> "
+                                         f"{member.linkname!r}: it points outside the destination")
+                elif not (member.isfile() or member.isdir()):
+                    raise ValueError(f"{archive}: refusing to extract special file {member.name!r}")
+                names.append(member.name)
+            return "tar", names
+    raise ValueError(f"{archive}: not a zip or tar archive (or it is truncated)")
+
+
+def extract_archive(archive: str | Path, dest: str | Path) -> list[Path]:
+    """Extract a zip or tar archive into the folder ``dest``; returns the top-level paths created.
+
+    Every member is checked first: absolute paths, ``..`` components and links pointing outside are
+    refused (``ValueError`` naming the member; nothing is extracted). The archive is extracted into a
+    hidden temporary folder inside ``dest`` and its top-level entries are then renamed into place, so
+    an interrupted extraction never leaves a half-filled folder under its final name. A top-level
+    entry that already exists in ``dest`` raises ``FileExistsError``.
+    """
+    archive, dest = Path(archive), Path(dest)
+    kind, names = _members(archive)
+    tops = sorted({_safe_member(n, archive).parts[0] for n in names if _safe_member(n, archive).parts})
+    dest.mkdir(parents=True, exist_ok=True)
+    for top in tops:
+        if (dest / top).exists():
+            raise FileExistsError(f"{dest / top} already exists; remove it (or choose another folder) "
+                                  f"before extracting {archive.name}")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{archive.name}.extracting-", dir=dest))
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(tmp)
+        else:
+            with tarfile.open(archive) as tf:
+                if hasattr(tarfile, "data_filter"):
+                    tf.extractall(tmp, filter="data")
+                else:  # pragma: no cover - Python < 3.11.4; members were checked above
+                    tf.extractall(tmp)
+        created = []
+        for top in tops:
+            os.replace(tmp / top, dest / top)
+            created.append(dest / top)
+        return created
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------------------------------
+def _library_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _layout_ok(folder: Path, markers: tuple[str, ...]) -> bool:
+    return folder.is_dir() and all((folder / m).is_dir() for m in markers)
+
+
+def download_dataset(name: str, root: str | Path, *, sha256: str | None = None, url: str | None = None,
+                     timeout: float | None = None, progress: bool = True) -> Path:
+    """Download (or reuse), verify and extract an official dataset; returns the folder to pass as
+    ``data_root`` (for UCF-QNRF ``root/UCF-QNRF_ECCV18``, which holds ``Train/`` and ``Test/``).
+
+    Steps: the archive ``root/<archive_name>`` is reused if present (e.g. fetched by hand), otherwise
+    downloaded from the official URL (``url`` overrides it, e.g. a mirror); it is verified; it is
+    extracted unless the layout is already there; the layout markers are checked; the manifest
+    ``root/download.json`` is written (source URL, archive size, the SHA-256 computed locally, date,
+    library version).
+
+    Checksum policy (**pin if known, otherwise record**): no published SHA-256 is known for the official
+    archives, so none is built in. With ``sha256=HEX`` the archive must match it. Without it, the hash
+    is computed and recorded in the manifest on the first call, and every later call verifies the
+    archive against the recorded value (trust on first use). A mismatch raises :class:`ChecksumError`
+    and moves the archive aside to ``<archive>.corrupt``.
+
+    Datasets without a direct official archive (ShanghaiTech, NWPU-Crowd, JHU-Crowd++) raise
+    :class:`ManualDownloadRequired` with the homepage, the expected layout and what to pass.
+    """
+    source = get_source(name)
+    root = Path(root).expanduser()
+    if not source.automatic:
+        raise ManualDownloadRequired(source.manual_instructions(root))
+    pinned = _check_hex(sha256)
+    url = url or source.url
+    assert source.archive_name is not None and source.folder is not None
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / source.archive_name
+    data_root = root / source.folder
+    manifest_path = root / MANIFEST_NAME
+    manifest: dict[str, Any] = read_json(manifest_path, "download manifest") if manifest_path.exists() else {}
+    recorded = manifest.get("archive_sha256")
+    recorded_size = manifest.get("archive_size")
+    if pinned is not None and recorded is not None and pinned != recorded:
+        _log.warning("%s: the pinned SHA-256 %s differs from the one recorded in %s (%s); verifying "
+                     "against the pinned value", archive, pinned, manifest_path, recorded)
+        recorded_size = None
+    expected = pinned or recorded
+
+    if archive.exists():
+        digest = verify_file(archive, sha256=expected, expected_size=recorded_size, progress=progress)
+        _log.info("%s: verified (%s)", archive, "pinned SHA-256" if pinned else
+                  "recorded SHA-256" if recorded else "SHA-256 computed and recorded")
+    elif _layout_ok(data_root, source.markers) and recorded is not None:
+        _log.warning("%s: the archive is gone but %s is extracted (manifest %s); not re-verified",
+                     archive, data_root, manifest_path)
+        return data_root
+    else:
+        download_file(url, archive, sha256=expected, expected_size=recorded_size, timeout=timeout,
+                      progress=progress)
+        digest = expected or file_sha256(archive, progress=progress)
+
+    if not _layout_ok(data_root, source.markers):
+        if data_root.exists():
+            raise FileExistsError(f"{data_root} exists but lacks {list(source.markers)}: it looks like an "
+                                  "incomplete copy; remove it and run again")
+        extract_archive(archive, root)
+        if not _layout_ok(data_root, source.markers):
+            raise ValueError(f"{archive}: after extraction {data_root} does not contain "
+                             f"{', '.join(m + '/' for m in source.markers)}; expected layout:\n{source.layout}")
+
+    if manifest.get("archive_sha256") != digest or manifest.get("source_url") is None:
+        atomic_write_json(manifest_path, {
+            "dataset": source.key,
+            "source_url": url,
+            "homepage": source.homepage,
+            "citation": source.citation,
+            "archive": archive.name,
+            "archive_size": archive.stat().st_size,
+            "archive_sha256": digest,
+            "sha256_origin": "pinned by the caller" if pinned else
+                             "recorded from a previous manifest" if recorded else
+                             "computed locally on first download (no published checksum known)",
+            "data_root": source.folder,
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "gigacount_lib_version": _library_version(),
+        })
+    return data_root
