@@ -52,3 +52,31 @@ def test_synth_requires_an_output_folder(capsys):
         main(["synth"])
     assert exc.value.code != 0
     assert "--out" in capsys.readouterr().err
+
+
+def test_download_uses_an_archive_fetched_by_hand_and_fails_cleanly(tmp_path, capsys):
+    """``gigacount download``: an archive already in --root is verified and extracted (no network);
+    a wrong --sha256 and a manual-only dataset exit with status 2 and say why."""
+    import hashlib
+    import json
+
+    from test_download import _qnrf_zip
+
+    data, _ = _qnrf_zip()
+    root = tmp_path / "qnrf"
+    root.mkdir()
+    (root / "UCF-QNRF_ECCV18.zip").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    assert main(["download", "qnrf", "--root", str(root), "--sha256", digest, "--no-progress"]) == 0
+    assert str(root / "UCF-QNRF_ECCV18") in capsys.readouterr().out
+    assert json.loads((root / "download.json").read_text())["archive_sha256"] == digest
+    assert (root / "UCF-QNRF_ECCV18" / "Train" / "img_0001_ann.mat").is_file()
+
+    assert main(["download", "qnrf", "--root", str(root), "--sha256", "f" * 64, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "SHA-256 mismatch" in err and "f" * 64 in err and digest in err
+
+    assert main(["download", "jhu", "--root", str(tmp_path / "jhu")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gigacount download: JHU-Crowd++ cannot be downloaded automatically")
+    assert "http://www.crowd-counting.com/" in err and "data_root" in err
