@@ -281,3 +281,10 @@ def test_extract_tar_moves_complete_tree_into_place(tmp_path):
     not_archive.write_bytes(b"not an archive")
     with pytest.raises(ValueError, match="not a zip or tar"):
         extract_archive(not_archive, dest)
+
+
+def test_qnrf_not_found_error_points_to_the_download_command(tmp_path):
+    from gigacount_lib.data.datasets import DatasetNotFoundError
+
+    with pytest.raises(DatasetNotFoundError, match="gigacount download qnrf --root DIR"):
+        QNRFDataset(tmp_path / "missing", "train")

@@ -413,11 +413,13 @@ class CrowdDataset(Dataset):
     @classmethod
     def _not_found(cls, root: Path | None, problem: str) -> DatasetNotFoundError:
         where = f" at {root}" if root is not None else ""
+        fetch = (" It can also be fetched and verified with `gigacount download qnrf --root DIR`."
+                 if cls.key == "qnrf" else "")
         return DatasetNotFoundError(
             f"{cls.display_name} not found{where}: {problem}.\n"
             f"Expected layout under the root folder:\n{cls.layout}\n"
             f"Get the dataset from its official page, {cls.homepage} (registration may be required; "
-            "nothing is downloaded automatically), unpack it and pass the folder as root. "
+            f"nothing is downloaded automatically), unpack it and pass the folder as root.{fetch} "
             "To work offline, use the embedded synthetic dataset: build_dataset('synthetic', None)."
         )
 
