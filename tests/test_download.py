@@ -288,3 +288,31 @@ def test_qnrf_not_found_error_points_to_the_download_command(tmp_path):
 
     with pytest.raises(DatasetNotFoundError, match="gigacount download qnrf --root DIR"):
         QNRFDataset(tmp_path / "missing", "train")
+
+
+def test_failed_extraction_leaves_nothing_under_the_final_name(tmp_path):
+    """A member with a bad CRC fails half-way: no partial folder appears, the temporary one is removed."""
+    archive = tmp_path / "broken.zip"
+    payload = b"B" * 4096
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("UCF-QNRF_ECCV18/Train/a.txt", b"A" * 4096)
+        zf.writestr("UCF-QNRF_ECCV18/Train/b.txt", payload)
+    raw = archive.read_bytes()
+    at = raw.index(payload)
+    archive.write_bytes(raw[:at] + b"C" + raw[at + 1:])  # corrupt the second member's data
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / f".{archive.name}.extracting-stale").mkdir()  # left over by a killed earlier run
+    with pytest.raises(zipfile.BadZipFile):
+        extract_archive(archive, dest)
+    assert list(dest.iterdir()) == []
+
+
+def test_unpacked_by_hand_is_returned_without_network(tmp_path, qnrf_zip):
+    data, _ = qnrf_zip
+    root = tmp_path / "qnrf"
+    root.mkdir()
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        zf.extractall(root)
+    out = download_dataset("qnrf", root, url=f"http://{LOOPBACK}:{_closed_port()}/x.zip", progress=False)
+    assert out == root / "UCF-QNRF_ECCV18" and len(QNRFDataset(out, "train")) == 2

@@ -199,6 +199,14 @@ def _move_aside(path: Path, final_name: str) -> Path:
     return bad
 
 
+def _check_size(path: Path, expected_size: int | None, name: str) -> None:
+    size = path.stat().st_size
+    if expected_size is not None and size != int(expected_size):
+        bad = _move_aside(path, name)
+        raise ChecksumError(f"{path.parent / name}: size mismatch: expected {int(expected_size)} bytes, got "
+                            f"{size}; the file was moved aside to {bad} (delete it and run again)")
+
+
 def verify_file(path: str | Path, *, sha256: str | None = None, expected_size: int | None = None,
                 name: str | None = None, progress: bool = False) -> str:
     """Check the size and SHA-256 of ``path``; returns the SHA-256 it has.
@@ -210,11 +218,7 @@ def verify_file(path: str | Path, *, sha256: str | None = None, expected_size: i
     path = Path(path)
     sha256 = _check_hex(sha256)
     name = name or path.name
-    size = path.stat().st_size
-    if expected_size is not None and size != int(expected_size):
-        bad = _move_aside(path, name)
-        raise ChecksumError(f"{path.parent / name}: size mismatch: expected {int(expected_size)} bytes, got "
-                            f"{size}; the file was moved aside to {bad} (delete it and run again)")
+    _check_size(path, expected_size, name)
     actual = file_sha256(path, progress=progress)
     if sha256 is not None and actual != sha256:
         bad = _move_aside(path, name)
@@ -267,7 +271,10 @@ def download_file(url: str, dest: str | Path, *, sha256: str | None = None, expe
     sha256 = _check_hex(sha256)
     timeout = _default_timeout() if timeout is None else float(timeout)
     if dest.exists():
-        verify_file(dest, sha256=sha256, expected_size=expected_size)
+        if sha256 is None:
+            _check_size(dest, expected_size, dest.name)
+        else:
+            verify_file(dest, sha256=sha256, expected_size=expected_size, progress=progress)
         _log.info("%s already present and verified; not downloading", dest)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -320,7 +327,10 @@ def download_file(url: str, dest: str | Path, *, sha256: str | None = None, expe
                 raise DownloadError(f"{url}: transfer ended after {received} of {total} bytes; the partial "
                                     f"file is kept at {part}; run again to resume.")
     size = expected_size if expected_size is not None else total
-    verify_file(part, sha256=sha256, expected_size=size, name=dest.name)
+    if sha256 is None:  # nothing to compare the hash with: check the size only (hashing is the caller's)
+        _check_size(part, size, dest.name)
+    else:
+        verify_file(part, sha256=sha256, expected_size=size, name=dest.name, progress=progress)
     os.replace(part, dest)
     _log.info("downloaded %s -> %s", url, dest)
     return dest
@@ -377,6 +387,8 @@ def extract_archive(archive: str | Path, dest: str | Path) -> list[Path]:
         if (dest / top).exists():
             raise FileExistsError(f"{dest / top} already exists; remove it (or choose another folder) "
                                   f"before extracting {archive.name}")
+    for stale in dest.glob(f".{archive.name}.extracting-*"):  # left by a killed earlier extraction
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{archive.name}.extracting-", dir=dest))
     try:
         if kind == "zip":
@@ -454,9 +466,9 @@ def download_dataset(name: str, root: str | Path, *, sha256: str | None = None, 
         digest = verify_file(archive, sha256=expected, expected_size=recorded_size, progress=progress)
         _log.info("%s: verified (%s)", archive, "pinned SHA-256" if pinned else
                   "recorded SHA-256" if recorded else "SHA-256 computed and recorded")
-    elif _layout_ok(data_root, source.markers) and recorded is not None:
-        _log.warning("%s: the archive is gone but %s is extracted (manifest %s); not re-verified",
-                     archive, data_root, manifest_path)
+    elif _layout_ok(data_root, source.markers):
+        _log.warning("%s is already extracted and %s is absent: nothing to verify, nothing downloaded%s",
+                     data_root, archive.name, "" if recorded else " (no manifest: unpacked by hand?)")
         return data_root
     else:
         download_file(url, archive, sha256=expected, expected_size=recorded_size, timeout=timeout,
