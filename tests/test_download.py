@@ -316,3 +316,17 @@ def test_unpacked_by_hand_is_returned_without_network(tmp_path, qnrf_zip):
         zf.extractall(root)
     out = download_dataset("qnrf", root, url=f"http://{LOOPBACK}:{_closed_port()}/x.zip", progress=False)
     assert out == root / "UCF-QNRF_ECCV18" and len(QNRFDataset(out, "train")) == 2
+
+
+def test_complete_part_file_and_oversized_part(tmp_path):
+    """A ``.part`` that already holds the whole file (server answers 416) is verified and kept; one
+    longer than the file, with nothing to check it against, is discarded and fetched again."""
+    data = b"0123456789" * 1000
+    with serve({"/d": data}) as srv:
+        (tmp_path / "a.part").write_bytes(data)
+        download_file(srv.url + "/d", tmp_path / "a", sha256=hashlib.sha256(data).hexdigest(), progress=False)
+        assert (tmp_path / "a").read_bytes() == data
+        (tmp_path / "b.part").write_bytes(data + b"junk")
+        download_file(srv.url + "/d", tmp_path / "b", progress=False)
+        assert (tmp_path / "b").read_bytes() == data
+        assert srv.requests[-2:] == [("/d", f"bytes={len(data) + 4}-"), ("/d", None)]

@@ -253,6 +253,20 @@ def _open(url: str, start: int, timeout: float):
     return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s) URLs from the registry
 
 
+def _connect(url: str, start: int, timeout: float, dest: Path):
+    """Open ``url`` (from byte ``start``); ``None`` for ``416 Range Not Satisfiable`` on a resume.
+    Any other failure raises :class:`DownloadError` with the manual-download hint."""
+    try:
+        return _open(url, start, timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and start > 0:  # the .part may already be complete: the caller checks it
+            return None
+        raise DownloadError(f"{url}: HTTP {err.code} {err.reason}. {_manual_hint(url, dest)}") from err
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+        reason = getattr(err, "reason", err)
+        raise DownloadError(f"cannot reach {url} ({reason}). {_manual_hint(url, dest)}") from err
+
+
 def download_file(url: str, dest: str | Path, *, sha256: str | None = None, expected_size: int | None = None,
                   timeout: float | None = None, progress: bool = True) -> Path:
     """Download ``url`` to ``dest`` (streaming, resumable, verified, atomic); returns ``dest``.
@@ -275,7 +289,8 @@ def download_file(url: str, dest: str | Path, *, sha256: str | None = None, expe
             _check_size(dest, expected_size, dest.name)
         else:
             verify_file(dest, sha256=sha256, expected_size=expected_size, progress=progress)
-        _log.info("%s already present and verified; not downloading", dest)
+        _log.info("%s already present (%s); not downloading", dest,
+                  "SHA-256 verified" if sha256 else "size checked" if expected_size is not None else "unchecked")
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -284,16 +299,19 @@ def download_file(url: str, dest: str | Path, *, sha256: str | None = None, expe
         part.unlink()
         start = 0
 
-    try:
-        response = _open(url, start, timeout)
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and start > 0:  # range not satisfiable: the .part may already be complete
-            response = None
-        else:
-            raise DownloadError(f"{url}: HTTP {err.code} {err.reason}. {_manual_hint(url, dest)}") from err
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-        reason = getattr(err, "reason", err)
-        raise DownloadError(f"cannot reach {url} ({reason}). {_manual_hint(url, dest)}") from err
+    response = _connect(url, start, timeout, dest)
+    if response is None and sha256 is None and expected_size is None:
+        # 416 and nothing to check the .part against: it may be longer than the file; start again
+        part.unlink()
+        start = 0
+        response = _connect(url, start, timeout, dest)
+    elif response is not None and start > 0 and getattr(response, "status", 200) == 206 and not str(
+            response.headers.get("Content-Range", "")).startswith(f"bytes {start}-"):
+        _log.info("%s: the server answered another range (%s); restarting from zero", url,
+                  response.headers.get("Content-Range"))
+        response.close()
+        start = 0
+        response = _connect(url, start, timeout, dest)
 
     total: int | None = None
     if response is not None:
