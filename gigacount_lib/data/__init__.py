@@ -4,6 +4,7 @@ joint image + point transforms.
 * :mod:`.datasets`   ``CrowdDataset`` and the readers for UCF-QNRF, ShanghaiTech, NWPU-Crowd, JHU-Crowd++
 * :mod:`.synthetic`  the deterministic synthetic crowd generator (UCF-QNRF layout) and its cache
 * :mod:`.density`    point / Gaussian / adaptive density maps and block-count maps
+* :mod:`.download`   fetching official archives with verification (UCF-QNRF), manual instructions otherwise
 * :mod:`.transforms` augmentations on ``torchvision.transforms.v2`` and batching
 
 Names are imported lazily, so that ``gigacount synth`` (numpy + PIL only) does not load torch.
@@ -18,6 +19,7 @@ _EXPORTS = {
     "density": ["point_map", "gaussian_density_map", "adaptive_density_map", "density_map",
                 "block_count_map", "block_count_maps"],
     "synthetic": ["SyntheticConfig", "generate_synthetic_dataset", "render_scene", "resolve_data_root"],
+    "download": ["download_dataset"],
     "transforms": ["CrowdBatch", "collate_crowd", "pad_points", "train_transforms", "eval_transforms"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
