@@ -1,4 +1,4 @@
-r"""Calibration of the bin probabilities: reliability diagram and expected calibration error (ECE).
+r"""Calibration of the bin probabilities: reliability statistics and expected calibration error (ECE).
 
 Top-label calibration (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017): for every
 block take the confidence ``max_k p_k`` and whether ``argmax_k p_k`` is the true bin. Group the blocks
@@ -17,6 +17,7 @@ classes of their ECEs; ``kind="classwise"`` in :func:`reliability_stats` pools t
 for the diagram and reports that mean as ``ece``.
 GigaCount's L_Prob (squared distance between ``p`` and the one-hot target, the Brier score) is a proper
 scoring rule, so it rewards calibrated probabilities; notebook 04 measures its effect.
+The reliability diagram is drawn by :func:`gigacount_lib.losses.plots.plot_reliability`.
 """
 from __future__ import annotations
 
@@ -25,8 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["ReliabilityStats", "reliability_stats", "expected_calibration_error", "plot_reliability",
-           "block_probabilities", "collect_block_probabilities"]
+__all__ = ["ReliabilityStats", "reliability_stats", "expected_calibration_error", "block_probabilities"]
 
 
 @dataclass
@@ -102,25 +102,6 @@ def expected_calibration_error(probs: Tensor, classes: Tensor, n_bins: int = 10,
     return reliability_stats(probs, classes, n_bins, kind=kind).ece
 
 
-def plot_reliability(ax, stats: ReliabilityStats, label: str | None = None, color: str | None = None):
-    """Reliability diagram: accuracy per confidence bin (bars) against the diagonal."""
-    centres = ((stats.edges[1:] + stats.edges[:-1]) / 2).numpy()
-    width = float(stats.edges[1] - stats.edges[0])
-    used = stats.count.numpy() > 0
-    ax.bar(centres[used], stats.accuracy.numpy()[used], width=width * 0.9, alpha=0.5, color=color,
-           edgecolor="black", label=f"{label} (ECE {stats.ece:.3f})" if label else f"ECE {stats.ece:.3f}")
-    ax.plot([0, 1], [0, 1], "k--", linewidth=1)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    if stats.kind == "classwise":
-        ax.set_xlabel("predicted probability p_k (all bins)")
-        ax.set_ylabel("observed frequency of bin k")
-    else:
-        ax.set_xlabel("confidence (max bin probability)")
-        ax.set_ylabel("accuracy")
-    return ax
-
-
 def block_probabilities(logits: Tensor, points, bin_config) -> tuple[Tensor, Tensor]:
     """Bin probabilities ``(B*h*w, K)`` (float32) and true bin classes ``(B*h*w,)`` of every block of a batch.
 
@@ -135,18 +116,3 @@ def block_probabilities(logits: Tensor, points, bin_config) -> tuple[Tensor, Ten
     probs = logits.float().softmax(1)
     return probs.movedim(1, -1).reshape(-1, probs.shape[1]), classes.reshape(-1)
 
-
-@torch.no_grad()
-def collect_block_probabilities(model, loader, bin_config, device="cpu", max_batches: int | None = None):
-    """Run ``model`` (in eval mode) over ``loader`` (``CrowdBatch`` batches): bin probabilities ``(n, K)``
-    and true classes ``(n,)`` of all blocks, on the CPU."""
-    model.eval()
-    all_probs, all_classes = [], []
-    for i, batch in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
-        batch = batch.to(device)
-        probs, classes = block_probabilities(model(batch.images).logits, batch.points, bin_config)
-        all_probs.append(probs.cpu())
-        all_classes.append(classes.cpu())
-    return torch.cat(all_probs), torch.cat(all_classes)
