@@ -180,7 +180,7 @@ def test_gigacount_architecture_facts(models):
     assert widths == [(96, 48, 16), (192, 96, 32), (384, 192, 64)]
     assert sum(isinstance(m, ODConv2d) for m in model.attention.modules()) == 12
     assert model.fusion.out_channels == 112
-    assert model.projection.out_channels == 1024  # RN50 text width
+    assert model.projection.out_channels == 512  # ViT-B/16 text width (the official code's tower)
     assert not any(isinstance(m, ODConv2d) for m in enc.modules())
     # paper-text variant: every ConvNeXt block (3 + 3 + 9) has an ODConv depthwise conv
     assert models["gigacount_odconv_blocks"].encoder.num_odconv_blocks == 15
@@ -201,7 +201,7 @@ def test_intermediate_shapes_and_fusion_matches_official_resize(models):
     # the official code resizes (bilinear) to 28x28; for 224 inputs that equals our 2x2 average pool
     official = F.interpolate(inter["fused_stride4"], size=(28, 28), mode="bilinear", align_corners=False)
     torch.testing.assert_close(inter["fused"], official, rtol=1e-5, atol=1e-5)
-    assert tuple(inter["features"].shape[1:]) == (1024, 28, 28)
+    assert tuple(inter["features"].shape[1:]) == (512, 28, 28)
     with torch.no_grad():
         out = model(torch.rand(1, 3, 224, 224))
     assert out.logits.shape[-2:] == (28, 28)
@@ -218,10 +218,10 @@ def test_bad_inputs_are_clear_errors(models):
 
 def test_other_bin_configs_and_text_width(bin_config):
     fine = BinConfig.fine(8)
-    model = build_model("gigacount_no_fusion", fine, pretrained=None, clip_model="ViT-B-16").eval()
+    model = build_model("gigacount_no_fusion", fine, pretrained=None, clip_model="RN50").eval()
     with torch.no_grad():
         out = model(torch.rand(1, 3, 64, 64))
-    assert out.logits.shape[1] == 9 and model.head.embed_dim == 512
+    assert out.logits.shape[1] == 9 and model.head.embed_dim == 1024
 
 
 def test_head_runs_in_float32_under_bf16_autocast(bin_config):
@@ -250,3 +250,96 @@ def test_resnet_baseline_decoder_is_clip_ebc_bottleneck(models):
     """CLIP-EBC's RN50 decoder is its Bottleneck with expansion 1: inner width 2048, not 2048 // 4."""
     body = models["clip_ebc_resnet50"].decoder.body
     assert [m.out_channels for m in body if isinstance(m, torch.nn.Conv2d)] == [2048, 2048, 2048]
+
+
+def test_trainable_parameters_match_the_official_image_branch(models):
+    """The official image branch (ViT-B/16 text, attention block as in its code) has 20,722,260."""
+    assert sum(p.numel() for p in models["gigacount"].parameters() if p.requires_grad) == 20_722_260
+
+
+def test_attention_block_structure_is_the_official_one(models):
+    """Each of conv1-4 is ODConv 1x1 -> ReLU -> BN; the channel attention is sigma(ReLU(W avg)) with
+    no bias, range [0.5, 1); the 7x7 spatial conv has no bias."""
+    from gigacount_lib.models.attention import ODConvUnit
+
+    for block in models["gigacount"].attention:
+        units = [block.conv1, block.conv2, block.conv3, block.conv4]
+        assert all(isinstance(u, ODConvUnit) for u in units)
+        for unit in units:
+            od, act, bn = unit
+            assert isinstance(od, ODConv2d) and od.kernel_size == 1
+            assert isinstance(act, torch.nn.ReLU) and isinstance(bn, torch.nn.BatchNorm2d)
+            assert bn.num_features == od.out_channels
+        assert block.channel_attention.fc.bias is None and block.spatial_attention.conv.bias is None
+        assert block.spatial_attention.conv.kernel_size == (7, 7)
+    block = models["gigacount"].attention[0]
+    x = torch.randn(3, 96, 8, 8)
+    with torch.no_grad():
+        ca = block.channel_attention.attention(x)
+    assert ca.shape == (3, 96, 1, 1) and float(ca.min()) >= 0.5 and float(ca.max()) < 1.0
+    assert (ca == 0.5).any()  # channels whose pre-activation is negative sit exactly at 1/2
+    with torch.no_grad():
+        y, maps = block.forward_with_maps(x)
+    assert y.shape == (3, 16, 8, 8) and maps["spatial"].shape == (3, 1, 8, 8)
+    assert float(maps["spatial"].min()) > 0 and float(maps["spatial"].max()) < 1
+
+
+def test_attention_block_keeps_unit_scale_at_init():
+    """With BatchNorm after every unit the block's output std is about 0.5 at init (official: 0.51);
+    without it (conv2-4 a linear chain) it was about 0.11."""
+    from gigacount_lib.models.attention import ScaleAttentionBlock
+
+    torch.manual_seed(0)
+    block = ScaleAttentionBlock(96, 48, 16).train()
+    std = float(block(torch.randn(8, 96, 32, 32)).std())
+    assert 0.35 < std < 0.7
+
+
+def test_stochastic_depth_follows_torchvision_schedule():
+    from gigacount_lib.models.encoder import TruncatedConvNeXt
+
+    enc = TruncatedConvNeXt(drop_path_rate=0.1)
+    rates = [float(getattr(b.drop_path, "drop_prob", 0.0)) for s in range(3)
+             for b in getattr(enc.backbone, f"stages_{s}").blocks]
+    expected = [0.1 * i / 17 for i in range(15)]  # torchvision: 0.1 * block_id / (18 - 1)
+    assert rates == pytest.approx(expected, abs=1e-6)
+    assert rates[-1] == pytest.approx(0.0824, abs=1e-4)
+    plain = TruncatedConvNeXt(drop_path_rate=0.0)
+    assert not any(type(m).__name__ == "DropPath" for m in plain.modules())
+    with pytest.raises(ValueError, match="drop_path_rate"):
+        TruncatedConvNeXt(drop_path_rate=1.5)
+
+
+@pytest.mark.parametrize("keep_stage4", [False, True])
+def test_torchvision_weights_map_onto_the_timm_encoder(tmp_path, keep_stage4):
+    """A (random) torchvision ConvNeXt-Tiny state dict loaded into our encoder gives torchvision's
+    features[0:2], [0:4], [0:6] (and [0:8]) to 1e-5."""
+    import torchvision
+
+    from gigacount_lib.models.encoder import TruncatedConvNeXt
+
+    torch.manual_seed(3)
+    reference = torchvision.models.convnext_tiny().eval()
+    path = tmp_path / "convnext_tiny-torchvision.pth"
+    torch.save(reference.state_dict(), path)
+    enc = TruncatedConvNeXt(keep_stage4=keep_stage4, weights_file=path).eval()
+    assert enc.checkpoint == "torchvision" and enc.weights_source == f"file:{path.resolve()}"
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        ours = enc(x)
+        ends = (2, 4, 6, 8) if keep_stage4 else (2, 4, 6)
+        theirs = [reference.features[:end](x) for end in ends]
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_torchvision_checkpoint_of_another_model_is_refused(tmp_path):
+    from gigacount_lib.models.encoder import TruncatedConvNeXt
+
+    path = tmp_path / "not_convnext.pth"
+    torch.save({"features.0.0.weight": torch.zeros(3)}, path)
+    with pytest.raises(ValueError, match="not_convnext.pth"):
+        TruncatedConvNeXt(weights_file=path)
+    with pytest.raises(ValueError, match="checkpoint='timm'"):
+        TruncatedConvNeXt(pretrained=True, timm_name="convnext_atto")

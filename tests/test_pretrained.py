@@ -23,6 +23,7 @@ def no_network(monkeypatch, tmp_path):
 
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "empty_hf_cache"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_torch_hub"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("GIGACOUNT_OFFLINE", raising=False)
 
@@ -33,7 +34,7 @@ def test_text_weights_unreachable_fail_fast(no_network):
         build_model("gigacount", BinConfig.gigacount_qnrf(), pretrained=True)
     assert time.monotonic() - start < 10
     message = str(err.value)
-    assert "text_weights=" in message and "pretrained=None" in message and "RN50" in message
+    assert "text_weights=" in message and "pretrained=None" in message and "ViT-B-16" in message
 
 
 def test_image_weights_unreachable_fail_fast(no_network):
@@ -119,7 +120,7 @@ def test_text_prototype_cache_hit(monkeypatch, tmp_path):
     assert info2["cache_hit"] is True and info2["cache_path"] == info1["cache_path"]
     assert info2["text_tower_params"] == info1["text_tower_params"] > 60_000_000
     torch.testing.assert_close(first, second)
-    model = build_model("gigacount", BinConfig.gigacount_qnrf(), pretrained=None)
+    model = build_model("gigacount", BinConfig.gigacount_qnrf(), pretrained=None, clip_model="RN50")
     assert model.weights_info["text"]["cache_hit"] is True
     torch.testing.assert_close(model.head.text_prototypes, first)
 
@@ -142,3 +143,12 @@ def test_prompts():
     assert number_to_words(42) == "forty-two" and number_to_words(105) == "one hundred and five"
     with pytest.raises(ValueError, match="style"):
         format_count_prompt(1, 1, "emoji")
+
+
+def test_torchvision_convnext_weights_unreachable_fail_fast(no_network):
+    start = time.monotonic()
+    with pytest.raises(PretrainedWeightsUnavailable) as err:
+        P.resolve_torchvision_convnext_weights()
+    assert time.monotonic() - start < 10
+    message = str(err.value)
+    assert "download.pytorch.org" in message and "image_weights=" in message and "torchvision" in message

@@ -11,7 +11,7 @@ Public API::
 from .attention import ChannelAttention, ScaleAttentionBlock, SpatialAttention
 from .base import CountingModel
 from .clip_ebc import CLIPEBC, CLIPResNetFeatures, CLIPViTFeatures
-from .encoder import ModifiedConvNeXt
+from .encoder import TruncatedConvNeXt
 from .fusion import MultiScaleFusion
 from .gigacount import GigaCount
 from .head import CosineBinHead, CountingOutput, bin_prompts, format_count_prompt
@@ -21,7 +21,7 @@ from .registry import build_model, list_models, register_model
 
 __all__ = [
     "build_model", "list_models", "register_model", "CountingOutput", "CountingModel", "GigaCount", "CLIPEBC",
-    "CLIPResNetFeatures", "CLIPViTFeatures", "ModifiedConvNeXt", "MultiScaleFusion", "ScaleAttentionBlock",
+    "CLIPResNetFeatures", "CLIPViTFeatures", "TruncatedConvNeXt", "MultiScaleFusion", "ScaleAttentionBlock",
     "ChannelAttention", "SpatialAttention", "ODConv2d", "ODAttention", "CosineBinHead", "bin_prompts",
     "format_count_prompt", "PretrainedWeightsUnavailable", "compute_text_prototypes",
 ]

@@ -1,18 +1,22 @@
 """The per-scale attention block of GigaCount ("ccsm" in the official code).
 
 The block comes from FFNet (Focus for Free in density-based counting, arXiv:2404.07847), which
-GigaCount reuses on each ConvNeXt scale. With input width ``C``, hidden width ``C_h`` and output
+GigaCount applies to each ConvNeXt scale. With input width ``C``, hidden width ``C_h`` and output
 width ``C_o`` (96/48/16, 192/96/32, 384/192/64 for the three GigaCount scales) it computes::
 
-    x1 = x ⊙ σ(W_c · avgpool(x))                      channel attention, W_c: C -> C (1x1, bias)
-    x2 = BN(ReLU(ODConv_1x1(x1))) + x1                 C -> C, residual
-    x3 = ODConv_1x1(x2)                                C -> C_h
-    x4 = ODConv_1x1(x3) + x3                           C_h -> C_h, residual
-    x5 = ODConv_1x1(x4)                                C_h -> C_o
-    y  = x5 ⊙ σ(conv7x7(mean_c(x5)))                   spatial attention, 1 -> 1 channel
+    x1 = x ⊙ σ(ReLU(W_c · avgpool(x)))      channel attention, W_c: C -> C (1x1, no bias); range [0.5, 1)
+    x2 = U_1(x1) + x1                        C -> C, residual
+    x3 = U_2(x2)                             C -> C_h
+    x4 = U_3(x3) + x3                        C_h -> C_h, residual
+    x5 = U_4(x4)                             C_h -> C_o
+    y  = x5 ⊙ σ(conv7x7(mean_c(x5)))         spatial attention, 1 -> 1 channel (no bias); range (0, 1)
 
-The ODConv layers are :class:`~gigacount_lib.models.odconv.ODConv2d` (Li et al., ICLR 2022) with
-4 candidate kernels.
+where each unit ``U_i = BN(ReLU(ODConv_1x1(·)))`` is a 1x1
+:class:`~gigacount_lib.models.odconv.ODConv2d` (Li et al., ICLR 2022) with 4 candidate kernels,
+followed by ReLU and BatchNorm, as in the official code (``models/clip/feature_fusion.py`` and
+``models/clip/blocks.py`` of AdamHermes/GigaCount). The ReLU inside the channel attention means a
+channel is never scaled below one half; the BatchNorm after every unit keeps the block's output at
+unit scale (a linear chain of ODConvs without it shrinks the signal about five-fold at initialisation).
 
 About the paper vs. the code: the GigaCount paper's text says the ConvNeXt blocks of the encoder
 were replaced by ODConv blocks; the official code keeps the ConvNeXt blocks and uses ODConv *only
@@ -26,30 +30,30 @@ from torch import Tensor, nn
 
 from .odconv import ODConv2d
 
-__all__ = ["ChannelAttention", "SpatialAttention", "ScaleAttentionBlock"]
+__all__ = ["ChannelAttention", "SpatialAttention", "ODConvUnit", "ScaleAttentionBlock"]
 
 
 class ChannelAttention(nn.Module):
-    """``x ⊙ σ(W · avgpool(x))`` with a 1x1 conv ``W`` (C -> C). ``(B, C, H, W) -> (B, C, H, W)``."""
+    """``x ⊙ σ(ReLU(W · avgpool(x)))`` with a bias-free 1x1 conv ``W`` (C -> C). Shape-preserving."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.fc = nn.Conv2d(channels, channels, kernel_size=1, bias=True)
+        self.fc = nn.Conv2d(channels, channels, kernel_size=1, bias=False)
 
     def attention(self, x: Tensor) -> Tensor:
-        """The channel weights ``(B, C, 1, 1)`` in (0, 1)."""
-        return torch.sigmoid(self.fc(x.mean(dim=(2, 3), keepdim=True)))
+        """The channel weights ``(B, C, 1, 1)`` in [0.5, 1)."""
+        return torch.sigmoid(torch.relu(self.fc(x.mean(dim=(2, 3), keepdim=True))))
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.attention(x)
 
 
 class SpatialAttention(nn.Module):
-    """``x ⊙ σ(conv_k(mean_c(x)))`` with a ``k x k`` conv on the channel mean (1 -> 1 channel)."""
+    """``x ⊙ σ(conv_k(mean_c(x)))`` with a bias-free ``k x k`` conv on the channel mean (1 -> 1 channel)."""
 
     def __init__(self, kernel_size: int = 7) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(1, 1, kernel_size=kernel_size, padding=kernel_size // 2, bias=True)
+        self.conv = nn.Conv2d(1, 1, kernel_size=kernel_size, padding=kernel_size // 2, bias=False)
 
     def attention(self, x: Tensor) -> Tensor:
         """The spatial weights ``(B, 1, H, W)`` in (0, 1)."""
@@ -57,6 +61,19 @@ class SpatialAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.attention(x)
+
+
+class ODConvUnit(nn.Sequential):
+    """``BN(ReLU(ODConv_1x1(x)))``: one unit of the attention block. ``(B, C_in, H, W) -> (B, C_out, H, W)``.
+
+    Args:
+        in_channels, out_channels: widths of the 1x1 ODConv.
+        kernel_num: candidate kernels of the ODConv (4).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_num: int = 4) -> None:
+        super().__init__(ODConv2d(in_channels, out_channels, 1, kernel_num=kernel_num),
+                         nn.ReLU(inplace=True), nn.BatchNorm2d(out_channels))
 
 
 class ScaleAttentionBlock(nn.Module):
@@ -78,18 +95,16 @@ class ScaleAttentionBlock(nn.Module):
         super().__init__()
         self.in_channels, self.hidden_channels, self.out_channels = in_channels, hidden_channels, out_channels
         self.channel_attention = ChannelAttention(in_channels)
-        self.conv1 = ODConv2d(in_channels, in_channels, 1, kernel_num=kernel_num)
-        self.act1 = nn.ReLU(inplace=True)
-        self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv2 = ODConv2d(in_channels, hidden_channels, 1, kernel_num=kernel_num)
-        self.conv3 = ODConv2d(hidden_channels, hidden_channels, 1, kernel_num=kernel_num)
-        self.conv4 = ODConv2d(hidden_channels, out_channels, 1, kernel_num=kernel_num)
+        self.conv1 = ODConvUnit(in_channels, in_channels, kernel_num)
+        self.conv2 = ODConvUnit(in_channels, hidden_channels, kernel_num)
+        self.conv3 = ODConvUnit(hidden_channels, hidden_channels, kernel_num)
+        self.conv4 = ODConvUnit(hidden_channels, out_channels, kernel_num)
         self.spatial_attention = SpatialAttention(spatial_kernel)
 
     def forward_with_maps(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         ca = self.channel_attention.attention(x)
         x = x * ca
-        x = self.bn1(self.act1(self.conv1(x))) + x
+        x = self.conv1(x) + x
         x = self.conv2(x)
         x = self.conv3(x) + x
         x = self.conv4(x)

@@ -1,10 +1,20 @@
-"""The GigaCount image encoder: ConvNeXt-Tiny (timm) truncated after stage 3, optionally with ODConv blocks.
+"""The GigaCount image encoder: ConvNeXt-Tiny truncated after stage 3, optionally with ODConv blocks.
 
 ConvNeXt-Tiny (Liu et al., "A ConvNet for the 2020s", CVPR 2022) has a stride-4 stem and four
 stages of widths 96/192/384/768 at strides 4/8/16/32. GigaCount keeps the stem and stages 1–3
 (about 12.3M parameters) and drops stage 4; the paper's ablation reports that removing stage 4
 lowered the UCF-QNRF MAE from 135.05 to 116.93 (150 epochs). ``keep_stage4=True`` keeps it (the
-``gigacount_stage4`` ablation).
+``gigacount_stage4`` ablation). The network is timm's ``convnext_tiny``; the weights can be either
+of two ImageNet-1k checkpoints (``checkpoint``):
+
+* ``"torchvision"`` (the official code: ``torchvision.models.convnext_tiny(weights=IMAGENET1K_V1)
+  .features[0:6]``; 82.52% top-1 in torchvision's table), mapped onto timm's module names by
+  :func:`torchvision_to_timm_convnext`;
+* ``"timm"`` (``convnext_tiny.fb_in1k``, 82.1% top-1 in timm's table), a different checkpoint.
+
+Stochastic depth (``drop_path_rate``) follows torchvision's schedule, which timm's equals: the drop
+probability rises linearly from 0 to the rate over all 18 blocks of the full network, so the last
+block of stage 3 drops with ``0.1 * 14 / 17 ≈ 0.082`` at torchvision's default rate of 0.1.
 
 Paper vs. code (the ``block_type`` option):
 
@@ -18,25 +28,64 @@ Paper vs. code (the ``block_type`` option):
   keeps the block's shape and lets all four candidates start from the (pretrained) depthwise kernel.
   The converted block does *not* start as the pretrained block: the channel and spatial attentions
   are sigmoids near 0.5 at initialisation (a depthwise ODConv has no filter attention), so the
-  effective kernel is about 1/4 of the pretrained one (0.19-0.30 times, measured on random input);
-  training has to recover the scale.
+  effective kernel is about 1/4 of the pretrained one; training has to recover the scale.
 """
 from __future__ import annotations
 
 import os
+import re
+from typing import Mapping
 
 import torch
 from torch import Tensor, nn
 
 from ..utils import get_logger
 from .odconv import ODConv2d
-from .pretrained import resolve_timm_weights
+from .pretrained import resolve_timm_weights, resolve_torchvision_convnext_weights
 
-__all__ = ["ModifiedConvNeXt", "convert_blocks_to_odconv", "DEFAULT_CONVNEXT"]
+__all__ = ["TruncatedConvNeXt", "convert_blocks_to_odconv", "torchvision_to_timm_convnext", "DEFAULT_CONVNEXT",
+           "CHECKPOINTS"]
 
 log = get_logger("models.encoder")
 
-DEFAULT_CONVNEXT = "convnext_tiny.fb_in1k"  # ImageNet-1k weights (as torchvision's convnext_tiny)
+DEFAULT_CONVNEXT = "convnext_tiny.fb_in1k"
+CHECKPOINTS = ("torchvision", "timm")
+
+# torchvision ``features.<i>`` index -> timm features_only module, for the stem, downsamplers and stages
+_TV_STAGE = {1: 0, 3: 1, 5: 2, 7: 3}
+_TV_DOWNSAMPLE = {2: 1, 4: 2, 6: 3}
+_TV_BLOCK_PART = {"0": "conv_dw", "2": "norm", "3": "mlp.fc1", "5": "mlp.fc2"}
+
+
+def torchvision_to_timm_convnext(state_dict: Mapping[str, Tensor], num_stages: int = 3) -> dict[str, Tensor]:
+    """Rename torchvision ConvNeXt weights (``features.*`` or bare ``<i>.*`` keys) to timm's ``features_only`` names.
+
+    torchvision's block is ``layer_scale (C, 1, 1) * Sequential(dwconv, permute, LayerNorm, Linear,
+    GELU, Linear, permute)``; timm's is the same computation with ``gamma (C,)``, ``conv_dw``,
+    ``norm``, ``mlp.fc1``, ``mlp.fc2``. Keys of stages beyond ``num_stages`` and of the classifier are
+    dropped.
+    """
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        key = key[len("features."):] if key.startswith("features.") else key
+        m = re.fullmatch(r"(\d+)\.(.+)", key)
+        if m is None:
+            continue  # classifier / avgpool
+        index, rest = int(m.group(1)), m.group(2)
+        if index == 0:
+            out[f"stem_{rest}"] = value
+        elif index in _TV_DOWNSAMPLE and _TV_DOWNSAMPLE[index] < num_stages:
+            out[f"stages_{_TV_DOWNSAMPLE[index]}.downsample.{rest}"] = value
+        elif index in _TV_STAGE and _TV_STAGE[index] < num_stages:
+            b = re.fullmatch(r"(\d+)\.(layer_scale|block\.(\d)\.(weight|bias))", rest)
+            if b is None:
+                raise KeyError(f"unexpected torchvision ConvNeXt key {key!r}")
+            prefix = f"stages_{_TV_STAGE[index]}.blocks.{b.group(1)}"
+            if b.group(2) == "layer_scale":
+                out[f"{prefix}.gamma"] = value.reshape(-1)
+            else:
+                out[f"{prefix}.{_TV_BLOCK_PART[b.group(3)]}.{b.group(4)}"] = value
+    return out
 
 
 def convert_blocks_to_odconv(model: nn.Module, kernel_num: int = 4) -> int:
@@ -65,45 +114,93 @@ def convert_blocks_to_odconv(model: nn.Module, kernel_num: int = 4) -> int:
     return converted
 
 
-class ModifiedConvNeXt(nn.Module):
-    """ConvNeXt-Tiny feature extractor (timm ``features_only``) returning the maps of stages 1–3 (or 1–4).
+def _load_checkpoint(path: str) -> dict[str, Tensor]:
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return blob.get("state_dict", blob.get("model", blob)) if isinstance(blob, dict) else blob
+
+
+class TruncatedConvNeXt(nn.Module):
+    """ConvNeXt (timm ``features_only``) cut after stage 3 (or 4): the maps of stages 1–3 (or 1–4).
 
     Args:
         keep_stage4: also build and return stage 4 (768 ch, stride 32).
         block_type: ``"convnext"`` (official code) or ``"odconv"`` (paper text); see the module docstring.
-        pretrained: load ImageNet weights (``timm_name``); False = random init.
-        weights_file: a local timm checkpoint to load instead of the hub's (implies ``pretrained``).
-        timm_name: timm model name with tag.
+        pretrained: load ImageNet weights; False = random init.
+        weights_file: a local checkpoint to load instead of downloading one (implies ``pretrained``);
+            torchvision (``features.*``) and timm key layouts are both recognised.
+        timm_name: timm architecture (and, for ``checkpoint="timm"``, weights tag).
+        checkpoint: ``"torchvision"`` or ``"timm"`` ImageNet weights (see the module docstring);
+            ``"torchvision"`` exists for ConvNeXt-Tiny only.
+        drop_path_rate: stochastic depth at the last block of the full network (0.1 in torchvision).
+        odconv_kernel_num: candidate kernels of the ODConv blocks (``block_type="odconv"``).
 
     ``forward(x (B, 3, H, W))`` returns a list of maps ``(B, C_i, H / r_i, W / r_i)`` with
-    ``C = 96, 192, 384[, 768]`` and ``r = 4, 8, 16[, 32]`` (H, W multiples of ``max(r)``).
+    ``C = 96, 192, 384[, 768]`` and ``r = 4, 8, 16[, 32]`` for ConvNeXt-Tiny (H, W multiples of ``max(r)``).
     """
 
     def __init__(self, keep_stage4: bool = False, block_type: str = "convnext", pretrained: bool = False,
                  weights_file: str | os.PathLike | None = None, timm_name: str = DEFAULT_CONVNEXT,
-                 odconv_kernel_num: int = 4) -> None:
+                 checkpoint: str = "torchvision", drop_path_rate: float = 0.0, odconv_kernel_num: int = 4) -> None:
         super().__init__()
         import timm
 
         if block_type not in ("convnext", "odconv"):
             raise ValueError(f"block_type must be 'convnext' or 'odconv', got {block_type!r}")
-        out_indices = (0, 1, 2, 3) if keep_stage4 else (0, 1, 2)
-        kwargs: dict = dict(features_only=True, out_indices=out_indices)
-        if pretrained or weights_file is not None:
-            file, source = resolve_timm_weights(timm_name, weights_file)
-            if file is not None:
-                kwargs["pretrained_cfg_overlay"] = dict(file=file)
+        if checkpoint not in CHECKPOINTS:
+            raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        num_stages = 4 if keep_stage4 else 3
+        kwargs: dict = dict(features_only=True, out_indices=tuple(range(num_stages)), drop_path_rate=drop_path_rate)
+        load = pretrained or weights_file is not None
+        if load and checkpoint == "torchvision" and not timm_name.startswith("convnext_tiny"):
+            raise ValueError(f"checkpoint='torchvision' holds ConvNeXt-Tiny weights; timm_name={timm_name!r} "
+                             "needs checkpoint='timm'")
+        if weights_file is not None or (load and checkpoint == "torchvision"):
+            self.backbone = timm.create_model(timm_name, pretrained=False, **kwargs)
+            if weights_file is not None:
+                file, source = resolve_timm_weights(timm_name, weights_file)
+            else:
+                file, source = resolve_torchvision_convnext_weights()
+            checkpoint = self._load_state_dict(_load_checkpoint(file), num_stages, file)
+        elif load:  # timm downloads (or reads its cache) itself
+            _, source = resolve_timm_weights(timm_name)
             self.backbone = timm.create_model(timm_name, pretrained=True, **kwargs)
-            self.weights_source = source
         else:
             self.backbone = timm.create_model(timm_name, pretrained=False, **kwargs)
-            self.weights_source = "random"
+            source = "random"
+        self.weights_source = source
+        self.checkpoint = checkpoint if load else None
         self.block_type = block_type
         self.keep_stage4 = keep_stage4
+        self.drop_path_rate = float(drop_path_rate)
         self.num_odconv_blocks = convert_blocks_to_odconv(self.backbone, odconv_kernel_num) \
             if block_type == "odconv" else 0
         self.channels: list[int] = list(self.backbone.feature_info.channels())
         self.reductions: list[int] = list(self.backbone.feature_info.reduction())
+
+    def _load_state_dict(self, state: Mapping[str, Tensor], num_stages: int, path: str) -> str:
+        """Load torchvision (``features.*``) or timm (``stem.0.*``, ``stages.0.*``) weights; return which."""
+        if any(k.startswith("features.") or re.match(r"\d+\.", k) for k in state):
+            layout, state = "torchvision", torchvision_to_timm_convnext(state, num_stages)
+        else:
+            layout = "timm"
+            state = {re.sub(r"^(stem|stages)\.(\d+)", r"\1_\2", k): v for k, v in state.items()}
+        own = self.backbone.state_dict()
+        state = {k: v for k, v in state.items() if k in own}
+        missing = sorted(set(own) - set(state))
+        if missing:
+            raise ValueError(f"{path}: not a checkpoint of {len(own)}-tensor ConvNeXt backbone: {len(missing)} "
+                             f"weights missing (e.g. {missing[:3]})")
+        try:
+            self.backbone.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: weights do not fit this ConvNeXt ({exc})") from exc
+        return layout
 
     def forward(self, x: Tensor) -> list[Tensor]:
         return list(self.backbone(x))

@@ -8,7 +8,7 @@ Pipeline (shapes for a 224 x 224 input, default configuration)::
     transposed convs to stride 4, concat   (B, 112, 56, 56)
     2x2 average pool to stride 8           (B, 112, 28, 28)
     BasicBlock 112 -> 768                  (B, 768, 28, 28)
-    1x1 projection to the CLIP width D     (B, D, 28, 28)       D = 1024 (RN50 text) or 512 (ViT-B/16)
+    1x1 projection to the CLIP width D     (B, D, 28, 28)       D = 512 (ViT-B/16 text, default) or 1024 (RN50)
     cosine head vs. K text prototypes      logits (B, K, 28, 28), density (B, 1, 28, 28)
 
 See :mod:`.encoder` (ConvNeXt, stage 4, the paper-vs-code ODConv discrepancy), :mod:`.attention`
@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..binning import BinConfig
 from .attention import ScaleAttentionBlock
 from .base import IMAGENET_MEAN, IMAGENET_STD, BasicBlock, CountingModel, init_decoder_weights
-from .encoder import ModifiedConvNeXt
+from .encoder import TruncatedConvNeXt
 from .fusion import MultiScaleFusion
 
 __all__ = ["GigaCount", "ATTENTION_WIDTHS"]
@@ -48,14 +48,14 @@ class GigaCount(CountingModel):
     Args:
         bin_config: bins and anchors (reduction 8).
         text_prototypes: ``(K, D)`` CLIP text embeddings of the bin prompts.
-        encoder: a :class:`ModifiedConvNeXt`.
+        encoder: a :class:`TruncatedConvNeXt`.
         scales: indices of the encoder maps that are fused (``(0, 1, 2)``; ``(2,)`` = no fusion).
         decoder_channels: width of the BasicBlock decoder (768).
         kernel_num: ODConv candidate kernels in the attention blocks (4).
         weights_info, text_tower_params: bookkeeping (see :class:`CountingModel`).
     """
 
-    def __init__(self, bin_config: BinConfig, text_prototypes: Tensor, encoder: ModifiedConvNeXt,
+    def __init__(self, bin_config: BinConfig, text_prototypes: Tensor, encoder: TruncatedConvNeXt,
                  scales: Sequence[int] = (0, 1, 2), decoder_channels: int = 768, kernel_num: int = 4,
                  weights_info: dict[str, Any] | None = None, text_tower_params: int = 0) -> None:
         super().__init__(bin_config, text_prototypes, mean=IMAGENET_MEAN, std=IMAGENET_STD, pad_multiple=32,

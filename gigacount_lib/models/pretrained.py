@@ -33,13 +33,16 @@ from ..utils import atomic_write_bytes, cache_dir, get_logger
 
 __all__ = [
     "PretrainedWeightsUnavailable", "offline_mode", "network_available", "resolve_clip_weights",
-    "resolve_timm_weights", "build_clip_text_tower", "build_clip_visual", "compute_text_prototypes",
+    "resolve_timm_weights", "resolve_torchvision_convnext_weights", "TORCHVISION_CONVNEXT_TINY_URL",
+    "build_clip_text_tower", "build_clip_visual", "compute_text_prototypes",
     "text_prototype_cache_path", "RANDOM_TEXT_SEED",
 ]
 
 log = get_logger("models.pretrained")
 
 HUB_HOST = "huggingface.co"
+#: torchvision's ``ConvNeXt_Tiny_Weights.IMAGENET1K_V1`` (ImageNet-1k top-1 82.52%, torchvision docs).
+TORCHVISION_CONVNEXT_TINY_URL = "https://download.pytorch.org/models/convnext_tiny-983f1562.pth"
 RANDOM_TEXT_SEED = 0  # seed of a random-init text tower, so that random prototypes are reproducible
 _CLIP_FILENAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _TIMM_FILENAMES = ("model.safetensors", "pytorch_model.bin")
@@ -109,9 +112,10 @@ def _check_local_file(path: str | os.PathLike, argument: str) -> str:
     return str(path.resolve())
 
 
-def _unavailable(what: str, source: str, argument: str, hint: str) -> PretrainedWeightsUnavailable:
+def _unavailable(what: str, source: str, argument: str, hint: str,
+                 host: str = HUB_HOST) -> PretrainedWeightsUnavailable:
     reason = ("offline mode is on (HF_HUB_OFFLINE/GIGACOUNT_OFFLINE)" if offline_mode()
-              else f"{HUB_HOST} cannot be reached")
+              else f"{host} cannot be reached")
     return PretrainedWeightsUnavailable(
         f"pretrained {what} weights '{source}' were requested, but they are not in the local cache and "
         f"{reason}. Pass a local weights file with build_model(..., {argument}='/path/to/file') ({hint}), "
@@ -171,6 +175,37 @@ def resolve_timm_weights(timm_name: str, weights_path: str | os.PathLike | None 
     if not network_available():
         raise _unavailable(f"timm {timm_name}", timm_name, argument, hint)
     return None, f"timm:{timm_name}"
+
+
+def resolve_torchvision_convnext_weights(weights_path: str | os.PathLike | None = None,
+                                        argument: str = "image_weights") -> tuple[str, str]:
+    """Local path of torchvision's ConvNeXt-Tiny ImageNet checkpoint and a description.
+
+    Order: ``weights_path``; torch hub's cache (``torch.hub.get_dir()/checkpoints``); a download
+    (after the connectivity probe; the file's hash prefix is checked by torch). Raises
+    :class:`PretrainedWeightsUnavailable` within seconds when none of these works.
+    """
+    if weights_path is not None:
+        path = _check_local_file(weights_path, argument)
+        return path, f"file:{path}"
+    from urllib.parse import urlparse
+
+    url = TORCHVISION_CONVNEXT_TINY_URL
+    name = os.path.basename(urlparse(url).path)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / name
+    source = "torchvision:ConvNeXt_Tiny_Weights.IMAGENET1K_V1"
+    if cached.is_file():
+        return str(cached), source
+    host = urlparse(url).hostname or url
+    hint = f"torchvision's checkpoint {url} (a state dict with keys 'features.*')"
+    if not network_available(host):
+        raise _unavailable("torchvision ConvNeXt-Tiny", source, argument, hint, host=host)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(cached), hash_prefix=name.rsplit("-", 1)[-1].split(".")[0])
+    except Exception as exc:  # noqa: BLE001
+        raise _unavailable("torchvision ConvNeXt-Tiny", source, argument, hint, host=host) from exc
+    return str(cached), source
 
 
 # ---------------------------------------------------------------------- CLIP towers

@@ -2,8 +2,8 @@
 
 Pretrained choices (see :mod:`gigacount_lib.models.pretrained` for the policy):
 
-* ``pretrained=True`` (default): published weights for the image encoder (ImageNet-1k ConvNeXt-Tiny
-  for GigaCount, OpenAI CLIP for the baselines) and the text tower (OpenAI CLIP). Unavailable
+* ``pretrained=True`` (default): published weights for the image encoder (torchvision's ImageNet-1k
+  ConvNeXt-Tiny for GigaCount, OpenAI CLIP for the baselines) and the text tower (OpenAI CLIP). Unavailable
   weights raise :class:`PretrainedWeightsUnavailable` within seconds.
 * ``pretrained=None`` or ``False``: random init of both; logged and recorded.
 * ``image_pretrained=`` / ``text_pretrained=`` override the choice for one part;
@@ -20,7 +20,7 @@ from typing import Any, Callable
 from ..binning import BinConfig
 from ..utils import get_logger
 from .clip_ebc import CLIPEBC, CLIPResNetFeatures, CLIPViTFeatures
-from .encoder import DEFAULT_CONVNEXT, ModifiedConvNeXt
+from .encoder import DEFAULT_CONVNEXT, TruncatedConvNeXt
 from .gigacount import GigaCount
 from .head import bin_prompts
 from .pretrained import build_clip_visual, compute_text_prototypes, resolve_clip_weights
@@ -67,8 +67,9 @@ def build_model(name: str, bin_config: BinConfig | None = None, pretrained: bool
         image_pretrained, text_pretrained: per-part overrides of ``pretrained``.
         image_weights, text_weights: local weight files (timm checkpoint / open_clip CLIP checkpoint).
         prompt_style: ``"word"`` or ``"number"`` bin prompts.
-        **kwargs: builder options (e.g. ``clip_model="ViT-B-16"`` for GigaCount's text tower,
-            ``num_vpt`` for the ViT baseline).
+        **kwargs: builder options, e.g. for GigaCount ``clip_model`` (``"ViT-B-16"``, default, or
+            ``"RN50"``), ``image_checkpoint`` (``"torchvision"``, default, or ``"timm"``),
+            ``drop_path_rate`` (0.1), ``timm_name``; ``num_vpt`` for the ViT baseline.
 
     Returns the model, with ``bin_config`` and ``weights_info`` attributes.
     """
@@ -96,16 +97,22 @@ def _text(clip_model: str, bin_config: BinConfig, text_pre: bool, text_weights, 
 
 
 def _gigacount(bin_config: BinConfig, image_pre: bool, text_pre: bool, *, image_weights=None, text_weights=None,
-               prompt_style: str = "word", clip_model: str = "RN50", keep_stage4: bool = False,
+               prompt_style: str = "word", clip_model: str = "ViT-B-16", keep_stage4: bool = False,
                block_type: str = "convnext", scales: tuple[int, ...] | None = None,
-               timm_name: str = DEFAULT_CONVNEXT, kernel_num: int = 4, decoder_channels: int = 768) -> GigaCount:
+               timm_name: str = DEFAULT_CONVNEXT, image_checkpoint: str = "torchvision", drop_path_rate: float = 0.1,
+               kernel_num: int = 4, decoder_channels: int = 768) -> GigaCount:
+    """GigaCount builder. Defaults are the official code's: ViT-B/16 text tower (512-d prototypes),
+    torchvision's ConvNeXt-Tiny ImageNet weights, stochastic depth 0.1 (torchvision's default);
+    ``clip_model="RN50"`` gives the 1024-d text tower of the March 2025 code and the README."""
     protos, text_info = _text(clip_model, bin_config, text_pre, text_weights, prompt_style)
-    encoder = ModifiedConvNeXt(keep_stage4=keep_stage4, block_type=block_type, pretrained=image_pre,
-                               weights_file=image_weights, timm_name=timm_name, odconv_kernel_num=kernel_num)
+    encoder = TruncatedConvNeXt(keep_stage4=keep_stage4, block_type=block_type, pretrained=image_pre,
+                                weights_file=image_weights, timm_name=timm_name, checkpoint=image_checkpoint,
+                                drop_path_rate=drop_path_rate, odconv_kernel_num=kernel_num)
     if scales is None:
         scales = tuple(range(len(encoder.channels)))
     info = {"image": {"encoder": timm_name, "source": encoder.weights_source,
-                      "random_init": encoder.weights_source == "random", "block_type": block_type,
+                      "random_init": encoder.weights_source == "random", "checkpoint": encoder.checkpoint,
+                      "drop_path_rate": encoder.drop_path_rate, "block_type": block_type,
                       "keep_stage4": keep_stage4},
             "text": text_info}
     return GigaCount(bin_config, protos, encoder, scales=scales, kernel_num=kernel_num,
