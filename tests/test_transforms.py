@@ -74,7 +74,7 @@ def test_augmentations_keep_points_on_their_people(mode, scale, crop, max_dist):
 
 def test_points_are_kept_when_the_crop_covers_the_whole_image():
     image, points = _marker_scene(size=(64, 64), spacing=10)
-    transform = train_transforms(64, scale=(1.0, 1.0), **GEOMETRY_ONLY)
+    transform = train_transforms(64, scale=(1.0, 1.0), num_crops=1, **GEOMETRY_ONLY)
     torch.manual_seed(1)
     for _ in range(6):  # flips included: nobody may be lost at the border
         out_img, out_pts, meta = transform(image, points, {})
@@ -163,7 +163,7 @@ def test_full_training_pipeline_runs_and_is_seeded():
 
 def test_empty_points_and_eval_transform():
     image = torch.rand(3, 50, 70)
-    out_img, out_pts, meta = train_transforms(32, **GEOMETRY_ONLY)(image, torch.zeros(0, 2), {})
+    out_img, out_pts, meta = train_transforms(32, num_crops=1, **GEOMETRY_ONLY)(image, torch.zeros(0, 2), {})
     assert out_img.shape == (3, 32, 32) and out_pts.shape == (0, 2) and meta["count"] == 0
     pts = torch.tensor([[1.0, 2.0], [69.9, 49.9]])
     ev_img, ev_pts, ev_meta = eval_transforms()(image, pts, {"name": "a"})
@@ -197,3 +197,78 @@ def test_to_image_tensor_is_channel_first_in_memory():
     image = torch.rand(3, 5, 7)
     same = to_image_tensor(image)
     assert same.data_ptr() == image.data_ptr() and torch.equal(same, image)  # no copy
+
+
+def _steps(transform):
+    return list(transform.pipeline.transforms)
+
+
+def test_official_preset_is_the_official_pipeline():
+    """crop (0.8, 1.0) -> flip 0.5 -> RandomApply p (0.2, 0.2, 0.5) of jitter (hue 0.2), the fixed
+    (0.1, 5.0) blur and pepper-salt; two crops; no low light (AdamHermes/GigaCount train.py)."""
+    from torchvision.transforms import v2
+
+    from gigacount_lib.data.transforms import GaussianBlurXY, RandomApplyEach
+
+    transform = train_transforms()
+    assert transform.num_crops == 2
+    crop, flip, photometric, sanitize = _steps(transform)
+    assert isinstance(crop, RandomScaleCrop) and crop.size == (224, 224) and crop.scale == (0.8, 1.0)
+    assert isinstance(flip, RandomHorizontalFlip) and flip.p == 0.5
+    assert isinstance(sanitize, v2.SanitizeKeyPoints)
+    assert isinstance(photometric, RandomApplyEach) and photometric.p == [0.2, 0.2, 0.5]
+    jitter, blur, noise = photometric.transforms
+    assert isinstance(jitter, v2.ColorJitter)
+    assert jitter.brightness == jitter.contrast == jitter.saturation == (0.9, 1.1)
+    assert jitter.hue == (-0.2, 0.2)
+    assert isinstance(blur, GaussianBlurXY) and blur.kernel_size == 5 and blur.sigma == [0.1, 5.0]
+    assert isinstance(noise, PepperSaltNoise) and (noise.saltiness, noise.spiciness, noise.p) == (1e-3, 1e-3, 1.0)
+    assert not any(isinstance(t, RandomLowLight) for t in photometric.transforms)
+
+
+def test_named_variants():
+    from torchvision.transforms import v2
+
+    low = _steps(train_transforms(preset="official_low_light"))[2]
+    assert [type(t).__name__ for t in low.transforms] == ["ColorJitter", "RandomLowLight", "GaussianBlurXY",
+                                                           "PepperSaltNoise"]
+    assert low.p == [0.2, 0.2, 0.2, 0.5]
+    iso = _steps(train_transforms(preset="isotropic"))[2]
+    assert iso.transforms[0].hue is None  # hue 0 switches the hue jitter off in torchvision
+    assert isinstance(iso.transforms[1], v2.GaussianBlur)
+    assert iso.transforms[1].sigma == [1.1, 1.1]
+    none = _steps(train_transforms(preset="none", num_crops=1))
+    assert [type(t).__name__ for t in none] == ["RandomScaleCrop", "SanitizeKeyPoints"]
+    with pytest.raises(ValueError, match="unknown preset"):
+        train_transforms(preset="paper")
+    with pytest.raises(TypeError, match="unknown option"):
+        train_transforms(blur_sigmas=(1, 2))
+    with pytest.raises(ValueError, match="sigma_x, sigma_y"):
+        train_transforms(blur_sigma=None)
+
+
+def test_fixed_xy_blur_is_torchvision_functional_and_vertical():
+    """GaussianBlurXY(5, (0.1, 5.0)) is ``TF.gaussian_blur(img, 5, [0.1, 5.0])``: it smears along y only."""
+    import torchvision.transforms.functional as TF
+
+    from gigacount_lib.data.transforms import GaussianBlurXY
+
+    image = torch.zeros(3, 21, 21)
+    image[:, 10, :] += 0.5  # a horizontal line
+    image[:, :, 4] += 0.5  # a vertical line
+    out = GaussianBlurXY(5, (0.1, 5.0))(tv_tensors.Image(image)).as_subclass(torch.Tensor)
+    torch.testing.assert_close(out, TF.gaussian_blur(image, 5, [0.1, 5.0]))
+    # along x (sigma 0.1) the vertical line keeps its profile; along y (sigma 5) the horizontal line spreads
+    torch.testing.assert_close(out[0, 0, :6], image[0, 0, :6], atol=1e-6, rtol=0)
+    assert float(out[0, 10, 12]) < 0.3 and float(out[0, 8, 12]) > 0.05
+
+
+def test_random_apply_each_uses_one_probability_per_step():
+    from gigacount_lib.data.transforms import RandomApplyEach
+
+    image = tv_tensors.Image(torch.full((3, 4, 4), 0.5))
+    only_second = RandomApplyEach([RandomLowLight(p=1.0, gamma=(1.0, 1.0), brightness=(0.0, 0.0)),
+                                   PepperSaltNoise(1.0, 0.0, p=1.0)], p=[0.0, 1.0])
+    assert (only_second(image) == 1.0).all()  # salt everywhere, the darkening skipped
+    with pytest.raises(ValueError, match="one probability"):
+        RandomApplyEach([PepperSaltNoise()], p=[0.5, 0.5])

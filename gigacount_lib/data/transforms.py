@@ -17,6 +17,8 @@ crop. Only what torchvision lacks is written here:
   *output* size (a window of ``scale * crop_size`` pixels, aspect ratio kept, resized to
   ``crop_size``; the image is first enlarged when it is smaller than the window). torchvision's
   ``RandomResizedCrop``, where ``scale`` is a fraction of the image *area*, is the other option.
+* :class:`GaussianBlurXY` (fixed per-axis sigmas) and :class:`RandomApplyEach` (one probability per
+  step), which the official GigaCount pipeline needs (see :data:`AUGMENTATION_PRESETS`);
 * :class:`PepperSaltNoise` and :class:`RandomLowLight` (gamma/brightness darkening).
 
 :func:`train_transforms` and :func:`eval_transforms` return callables on ``(image, points, meta)``.
@@ -37,7 +39,8 @@ from torchvision.transforms.v2 import query_size
 
 __all__ = [
     "pad_points", "CrowdBatch", "collate_crowd", "RandomHorizontalFlip", "RandomScaleCrop",
-    "PepperSaltNoise", "RandomLowLight", "JointTransform", "train_transforms", "eval_transforms",
+    "PepperSaltNoise", "RandomLowLight", "GaussianBlurXY", "RandomApplyEach", "AUGMENTATION_PRESETS",
+    "JointTransform", "train_transforms", "eval_transforms",
     "to_image_tensor",
 ]
 
@@ -156,8 +159,8 @@ class RandomScaleCrop(v2.Transform):
     CLIP-EBC's official code (``datasets/transforms.py``; its README's defaults are
     ``scale = (1.0, 2.0)``), except for rounding: that code truncates (``int(s * h_out)``) and
     enlarges a too-small image to ``int(H * r) + 1``, here the window is rounded and the enlarged
-    size is ``ceil(H * r)``; the windows differ by at most one pixel. GigaCount reports
-    ``scale = (0.8, 1.0)``. Geometry (crop + resize of image and key points) is torchvision's.
+    size is ``ceil(H * r)``; the windows differ by at most one pixel. The official GigaCount code
+    uses ``scale = (0.8, 1.0)``. Geometry (crop + resize of image and key points) is torchvision's.
     """
 
     def __init__(self, size: int | Sequence[int], scale: tuple[float, float] = (0.8, 1.0),
@@ -227,12 +230,14 @@ class PepperSaltNoise(v2.Transform):
 
 
 class RandomLowLight(v2.Transform):
-    """Low-light simulation (GigaCount's remedy for dark scenes): ``I' = b * I ** gamma``.
+    """Low-light simulation: ``I' = b * I ** gamma``.
 
     With probability ``p``, ``gamma ~ U(gamma)`` (> 1 darkens the mid-tones more than the
     highlights) and ``b ~ U(brightness)`` (< 1 lowers the exposure); optional Gaussian read noise
-    of standard deviation ``~ U(noise_std)``. Works on float images in ``[0, 1]``. GigaCount names
-    this augmentation but not its parameters; the defaults here are ours.
+    of standard deviation ``~ U(noise_std)``. Works on float images in ``[0, 1]``. This step is ours:
+    the paper's abstract says augmentation was used "to boost robustness across diverse lighting
+    conditions", but the official code has no low-light step, so the ``"official"`` preset leaves it
+    out and ``"official_low_light"`` adds it (our parameters).
     """
 
     def __init__(self, p: float = 0.2, gamma: tuple[float, float] = (1.5, 3.0),
@@ -346,64 +351,143 @@ class JointTransform:
         return f"JointTransform(num_crops={self.num_crops}, pipeline={self.pipeline})"
 
 
-def train_transforms(
-    crop_size: int | Sequence[int],
-    *,
-    num_crops: int = 1,
-    scale: tuple[float, float] = (0.8, 1.0),
-    scale_mode: str = "output",
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    hflip_p: float = 0.5,
-    jitter: tuple[float, float, float, float] = (0.1, 0.1, 0.1, 0.0),
-    jitter_p: float = 0.2,
-    blur_kernel: int = 5,
-    blur_sigma: float | tuple[float, float] | None = None,
-    blur_p: float = 0.2,
-    saltiness: float = 1e-3,
-    spiciness: float = 1e-3,
-    noise_p: float = 0.5,
-    low_light_p: float = 0.2,
-    low_light_gamma: tuple[float, float] = (1.5, 3.0),
-    low_light_brightness: tuple[float, float] = (0.3, 0.8),
-) -> JointTransform:
-    """The training augmentation: crop -> flip -> colour jitter -> low light -> blur -> pepper-salt.
+#: Named augmentation pipelines for :func:`train_transforms` (every field can still be overridden).
+#:
+#: * ``"official"``: the pipeline of the official GigaCount training code (AdamHermes/GigaCount,
+#:   ``train.py`` + ``transforms.py``): 224² crops with ``scale = (0.8, 1.0)`` in CLIP-EBC's meaning,
+#:   flip p 0.5, then one ``RandomApply`` with p (0.2, 0.2, 0.5) of colour jitter (brightness,
+#:   contrast and saturation 0.1; hue 0.2, the default of that code's jitter wrapper), a 5x5
+#:   Gaussian blur with the *fixed* sigmas ``(sigma_x, sigma_y) = (0.1, 5.0)`` (its ``sigma=(0.1, 5.0)``
+#:   goes straight to ``torchvision.transforms.functional.gaussian_blur``, which reads the pair as
+#:   per-axis sigmas: a vertical blur), and pepper-salt noise 1e-3 / 1e-3; two crops per image. No
+#:   low-light step.
+#: * ``"official_low_light"``: ``"official"`` plus :class:`RandomLowLight` (p 0.2, our parameters),
+#:   for the ablation of the paper's low-light finding.
+#: * ``"isotropic"``: our reading of the same recipe as a *random isotropic* blur is usually meant:
+#:   hue 0 and torchvision's sigma for a 5x5 kernel (1.1) on both axes.
+#: * ``"none"``: the crop alone (batching needs fixed-size crops), for the "no augmentation" ablation.
+AUGMENTATION_PRESETS: dict[str, dict[str, Any]] = {
+    "official": dict(scale=(0.8, 1.0), scale_mode="output", hflip_p=0.5, jitter=(0.1, 0.1, 0.1, 0.2),
+                     jitter_p=0.2, blur_kernel=5, blur_sigma=(0.1, 5.0), blur_mode="xy", blur_p=0.2,
+                     saltiness=1e-3, spiciness=1e-3, noise_p=0.5, low_light_p=0.0, num_crops=2),
+}
+AUGMENTATION_PRESETS["official_low_light"] = dict(AUGMENTATION_PRESETS["official"], low_light_p=0.2)
+AUGMENTATION_PRESETS["isotropic"] = dict(AUGMENTATION_PRESETS["official"], jitter=(0.1, 0.1, 0.1, 0.0),
+                                         blur_sigma=None, blur_mode="isotropic")
+AUGMENTATION_PRESETS["none"] = dict(AUGMENTATION_PRESETS["official"], hflip_p=0.0, jitter_p=0.0, blur_p=0.0,
+                                    noise_p=0.0, low_light_p=0.0)
 
-    * crop: ``scale_mode="output"`` (default) is :class:`RandomScaleCrop`, the meaning of ``scale``
-      in CLIP-EBC's code (window = ``scale * crop_size``); ``"area"`` is torchvision's
-      ``RandomResizedCrop(crop_size, scale, ratio)`` (window area = ``scale * image area``).
-      GigaCount reports ``scale = (0.8, 1.0)``; CLIP-EBC's README uses ``(1.0, 2.0)``.
-    * ``num_crops`` crops per image (a list of samples; ``collate_crowd`` flattens it).
-    * colour jitter, Gaussian blur and pepper-salt defaults are those of CLIP-EBC's README
-      (brightness/contrast/saturation 0.1, hue 0, p 0.2; kernel 5, p 0.2; 1e-3 each, p 0.5).
-      ``blur_sigma=None`` uses torchvision's sigma for the kernel size,
-      ``0.3 * ((k - 1) * 0.5 - 1) + 0.8``, as CLIP-EBC's ``gaussian_blur(k, None)`` does.
-    * low light: :class:`RandomLowLight` (our defaults; the paper gives none).
+
+class GaussianBlurXY(v2.Transform):
+    """Gaussian blur with fixed per-axis standard deviations ``sigma = (sigma_x, sigma_y)``.
+
+    This is what ``torchvision.transforms.functional.gaussian_blur(img, k, (sx, sy))`` computes, and
+    what the official GigaCount code applies; torchvision's ``GaussianBlur(k, (lo, hi))`` instead draws
+    one isotropic sigma from ``[lo, hi]`` per call. Key points pass through.
+    """
+
+    def __init__(self, kernel_size: int, sigma: tuple[float, float]) -> None:
+        super().__init__()
+        if kernel_size <= 0 or kernel_size % 2 == 0:
+            raise ValueError(f"GaussianBlurXY: kernel_size must be a positive odd int, got {kernel_size}")
+        if len(sigma) != 2 or min(sigma) <= 0:
+            raise ValueError(f"GaussianBlurXY: sigma must be two positive numbers (sigma_x, sigma_y), got {sigma}")
+        self.kernel_size, self.sigma = int(kernel_size), [float(sigma[0]), float(sigma[1])]
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not _is_image(inpt):
+            return inpt
+        return self._call_kernel(F.gaussian_blur, inpt, kernel_size=[self.kernel_size] * 2, sigma=self.sigma)
+
+
+class RandomApplyEach(v2.Transform):
+    """Apply each transform in turn, each with its own probability (the official code's ``RandomApply``)."""
+
+    def __init__(self, transforms: Sequence[Callable], p: Sequence[float]) -> None:
+        super().__init__()
+        if len(transforms) != len(p) or any(not 0.0 <= q <= 1.0 for q in p):
+            raise ValueError(f"RandomApplyEach: need one probability in [0, 1] per transform, got {list(p)}")
+        self.transforms, self.p = list(transforms), [float(q) for q in p]
+
+    def forward(self, *inputs: Any) -> Any:
+        sample = inputs if len(inputs) > 1 else inputs[0]  # as v2.Compose: transforms take one pytree
+        for transform, p in zip(self.transforms, self.p):
+            if float(torch.rand(1)) < p:
+                sample = transform(sample)
+        return sample
+
+
+def train_transforms(crop_size: int | Sequence[int] = 224, *, preset: str = "official",
+                     num_crops: int | None = None, **overrides: Any) -> JointTransform:
+    """The training augmentation: crop -> flip -> [colour jitter, low light, blur, pepper-salt].
+
+    Args:
+        crop_size: output crop size (224 in the official code).
+        preset: a name of :data:`AUGMENTATION_PRESETS` (``"official"`` reproduces the official code).
+        num_crops: crops per image (a list of samples; ``collate_crowd`` flattens it); ``None`` takes
+            the preset's (2 for ``"official"``).
+        **overrides: any preset field:
+
+            * ``scale``, ``scale_mode``, ``ratio``: the crop. ``scale_mode="output"`` is
+              :class:`RandomScaleCrop` (CLIP-EBC's meaning: window = ``scale * crop_size``);
+              ``"area"`` is torchvision's ``RandomResizedCrop(crop_size, scale, ratio)``.
+            * ``hflip_p``; ``jitter`` (brightness, contrast, saturation, hue) and ``jitter_p``;
+            * ``blur_kernel``, ``blur_sigma``, ``blur_mode``, ``blur_p``: ``blur_mode="xy"`` is
+              :class:`GaussianBlurXY` with ``blur_sigma = (sigma_x, sigma_y)``; ``"isotropic"`` is
+              torchvision's ``GaussianBlur`` (``blur_sigma`` a number, a ``(min, max)`` range to draw
+              from, or ``None`` for torchvision's ``0.3 * ((k - 1) * 0.5 - 1) + 0.8``);
+            * ``saltiness``, ``spiciness``, ``noise_p``;
+            * ``low_light_p``, ``low_light_gamma``, ``low_light_brightness`` (:class:`RandomLowLight`).
 
     Any probability set to 0 removes that step. Returns a :class:`JointTransform`.
     """
+    if preset not in AUGMENTATION_PRESETS:
+        raise ValueError(f"train_transforms: unknown preset {preset!r}; choose one of {sorted(AUGMENTATION_PRESETS)}")
+    options: dict[str, Any] = dict(ratio=(3 / 4, 4 / 3), low_light_gamma=(1.5, 3.0), low_light_brightness=(0.3, 0.8))
+    options.update(AUGMENTATION_PRESETS[preset])
+    unknown = sorted(set(overrides) - set(options))
+    if unknown:
+        raise TypeError(f"train_transforms: unknown option(s) {unknown}; allowed: {sorted(options)}")
+    options.update(overrides)
+    if num_crops is not None:
+        options["num_crops"] = num_crops
+    o = options
     size = _pair(crop_size, "crop_size")
     steps: list[Callable] = []
-    if scale_mode == "output":
-        steps.append(RandomScaleCrop(size, scale=scale))
-    elif scale_mode == "area":
-        steps.append(v2.RandomResizedCrop(size, scale=scale, ratio=ratio,
+    if o["scale_mode"] == "output":
+        steps.append(RandomScaleCrop(size, scale=o["scale"]))
+    elif o["scale_mode"] == "area":
+        steps.append(v2.RandomResizedCrop(size, scale=o["scale"], ratio=o["ratio"],
                                           interpolation=F.InterpolationMode.BICUBIC, antialias=True))
     else:
-        raise ValueError(f"train_transforms: scale_mode must be 'output' or 'area', got {scale_mode!r}")
-    if hflip_p > 0:
-        steps.append(RandomHorizontalFlip(p=hflip_p))
-    if jitter_p > 0 and any(v > 0 for v in jitter):
-        b, c, s, h = jitter
-        steps.append(v2.RandomApply([v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h)],
-                                    p=jitter_p))
-    if low_light_p > 0:
-        steps.append(RandomLowLight(p=low_light_p, gamma=low_light_gamma, brightness=low_light_brightness))
-    if blur_p > 0 and blur_kernel > 0:
-        sigma = blur_sigma if blur_sigma is not None else 0.3 * ((blur_kernel - 1) * 0.5 - 1) + 0.8
-        steps.append(v2.RandomApply([v2.GaussianBlur(blur_kernel, sigma=sigma)], p=blur_p))
-    if noise_p > 0 and (saltiness > 0 or spiciness > 0):
-        steps.append(PepperSaltNoise(saltiness=saltiness, spiciness=spiciness, p=noise_p))
-    return JointTransform(steps, num_crops=num_crops, sanitize=True)
+        raise ValueError(f"train_transforms: scale_mode must be 'output' or 'area', got {o['scale_mode']!r}")
+    if o["hflip_p"] > 0:
+        steps.append(RandomHorizontalFlip(p=o["hflip_p"]))
+    photometric: list[tuple[Callable, float]] = []
+    if o["jitter_p"] > 0 and any(v > 0 for v in o["jitter"]):
+        b, c, s, h = o["jitter"]
+        photometric.append((v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h), o["jitter_p"]))
+    if o["low_light_p"] > 0:
+        photometric.append((RandomLowLight(p=1.0, gamma=o["low_light_gamma"],
+                                           brightness=o["low_light_brightness"]), o["low_light_p"]))
+    if o["blur_p"] > 0 and o["blur_kernel"] > 0:
+        photometric.append((_blur(o["blur_kernel"], o["blur_sigma"], o["blur_mode"]), o["blur_p"]))
+    if o["noise_p"] > 0 and (o["saltiness"] > 0 or o["spiciness"] > 0):
+        photometric.append((PepperSaltNoise(saltiness=o["saltiness"], spiciness=o["spiciness"], p=1.0),
+                            o["noise_p"]))
+    if photometric:
+        steps.append(RandomApplyEach([t for t, _ in photometric], [p for _, p in photometric]))
+    return JointTransform(steps, num_crops=o["num_crops"], sanitize=True)
+
+
+def _blur(kernel: int, sigma: Any, mode: str) -> v2.Transform:
+    if mode == "xy":
+        if sigma is None or isinstance(sigma, (int, float)):
+            raise ValueError(f"train_transforms: blur_mode='xy' needs blur_sigma=(sigma_x, sigma_y), got {sigma!r}")
+        return GaussianBlurXY(kernel, tuple(sigma))
+    if mode == "isotropic":
+        return v2.GaussianBlur(kernel, sigma=0.3 * ((kernel - 1) * 0.5 - 1) + 0.8 if sigma is None else sigma)
+    raise ValueError(f"train_transforms: blur_mode must be 'xy' or 'isotropic', got {mode!r}")
 
 
 def eval_transforms() -> JointTransform:
