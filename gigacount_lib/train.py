@@ -40,16 +40,24 @@ log = get_logger("train")
 
 
 def configure_optimizer(model: nn.Module, lr: float = 1e-4, weight_decay: float = 1e-4,
-                        betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices/kernels only (``ndim >= 2``); biases and norms are not decayed.
+                        betas: tuple[float, float] = (0.9, 0.999), *, decay_all: bool = False) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters.
+
+    Args:
+        lr, weight_decay, betas: AdamW's.
+        decay_all: decay every parameter, biases and norms included, as the official GigaCount code
+            does (``AdamW(model.parameters(), weight_decay=1e-4)``). ``False`` (the common
+            convention, nanoGPT and timm) decays only matrices and kernels (``ndim >= 2``).
 
     Frozen parameters (``requires_grad=False``, e.g. the CLIP ViT tower of ``clip_ebc_vit_b16``) are left
     out; the text prototypes are a buffer, not a parameter, so they never reach the optimizer.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if decay_all:
+        groups = [{"params": params, "weight_decay": weight_decay}]
+    else:
+        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 

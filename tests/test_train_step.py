@@ -55,6 +55,21 @@ def test_configure_optimizer_decays_only_matrices():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
+def test_configure_optimizer_decay_all_is_the_official_choice():
+    """The official code decays every parameter; a bias then shrinks under weight decay alone."""
+    model = TinyCounter()
+    (group,) = configure_optimizer(model, lr=1e-2, weight_decay=0.5, decay_all=True).param_groups
+    assert group["weight_decay"] == 0.5 and len(group["params"]) == len(list(model.parameters()))
+    bias = next(p for p in model.parameters() if p.ndim == 1)
+    with torch.no_grad():
+        bias.fill_(1.0)
+    opt = configure_optimizer(model, lr=1e-2, weight_decay=0.5, decay_all=True)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    assert float(bias.max()) == pytest.approx(1.0 - 1e-2 * 0.5)
+
+
 @pytest.mark.parametrize("loss_name", ["hybrid", "dace", "dmcount"])
 def test_train_steps_reduce_the_loss_on_a_fixed_batch(loss_name):
     torch.manual_seed(0)
