@@ -133,7 +133,7 @@ def test_iter_annotations_matches_getitem_without_decoding(tmp_path, monkeypatch
     _qnrf(tmp_path, counts=(3, 0, 5))
     ds = QNRFDataset(tmp_path, "train", min_size=50, max_size=100)
     full = [(s[2]["name"], s[1], s[2]["size"]) for s in ds]
-    import gigacount_lib.data.datasets as mod
+    import gigacount_lib.data.base as mod
 
     def no_decode(*_a, **_k):
         raise AssertionError("iter_annotations decoded pixels")

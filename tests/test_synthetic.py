@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from scipy.io import loadmat
 
-from gigacount_lib.data import synthetic
+from gigacount_lib.data.synthetic import dataset as synthetic  # generation, manifest and cache
 from gigacount_lib.data.synthetic import (
     LIGHTING, QUICK_CONFIG, SyntheticConfig, generate_synthetic_dataset, is_synthetic_root, read_manifest,
     render_scene, resolve_data_root, scene_count_quantiles, target_count,

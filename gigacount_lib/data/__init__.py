@@ -1,7 +1,12 @@
-"""Crowd data (notebook 01): official dataset readers, the embedded synthetic dataset, density maps,
-joint image + point transforms.
+"""Crowd data (notebook 01): dataset readers, the embedded synthetic dataset, density maps, joint
+image + point transforms.
 
-* :mod:`.datasets`   ``CrowdDataset`` and the readers for UCF-QNRF, ShanghaiTech, NWPU-Crowd, JHU-Crowd++
+* :mod:`.registry`   the known datasets once: canonical names, aliases, homepages, layouts
+* :mod:`.files`      decoding images and the benchmarks' annotation formats
+* :mod:`.preprocess` the resize rule and the cleaning of points
+* :mod:`.base`       ``CrowdDataset``: listing, loading, preprocessing cache, transforms
+* :mod:`.datasets`   the readers for UCF-QNRF, ShanghaiTech, NWPU-Crowd, JHU-Crowd++, ``build_dataset``
+  and ``resolve_data_root``
 * :mod:`.synthetic`  the deterministic synthetic crowd generator (UCF-QNRF layout) and its cache
 * :mod:`.density`    point / Gaussian / adaptive density maps and block-count maps
 * :mod:`.download`   fetching official archives with verification (UCF-QNRF), manual instructions otherwise
@@ -15,10 +20,10 @@ import importlib
 
 _EXPORTS = {
     "datasets": ["CrowdDataset", "QNRFDataset", "ShanghaiTechDataset", "NWPUDataset", "JHUDataset",
-                 "SyntheticDataset", "build_dataset"],
+                 "SyntheticDataset", "build_dataset", "resolve_data_root"],
     "density": ["point_map", "gaussian_density_map", "adaptive_density_map", "density_map",
                 "block_count_map", "block_count_maps"],
-    "synthetic": ["SyntheticConfig", "generate_synthetic_dataset", "render_scene", "resolve_data_root"],
+    "synthetic": ["SyntheticConfig", "generate_synthetic_dataset", "render_scene"],
     "download": ["download_dataset"],
     "transforms": ["CrowdBatch", "collate_crowd", "pad_points", "train_transforms", "eval_transforms"],
 }

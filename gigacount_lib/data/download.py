@@ -42,6 +42,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..utils import atomic_write_json, get_logger, read_json
+from .registry import DATASETS, lookup
 
 __all__ = [
     "DatasetSource", "SOURCES", "get_source", "DownloadError", "ChecksumError", "ManualDownloadRequired",
@@ -71,7 +72,7 @@ class ManualDownloadRequired(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------------
-# Registry of official sources
+# Official sources (names, homepages and layouts come from .registry)
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DatasetSource:
@@ -107,65 +108,38 @@ class DatasetSource:
                 f"Citation: {self.citation}")
 
 
-SOURCES: dict[str, DatasetSource] = {
-    "qnrf": DatasetSource(
-        key="qnrf", display_name="UCF-QNRF",
-        homepage="https://www.crcv.ucf.edu/data/ucf-qnrf/",
-        citation=("H. Idrees, M. Tayyab, K. Athrey, D. Zhang, S. Al-Maadeed, N. Rajpoot, M. Shah, "
-                  "'Composition Loss for Counting, Density Map Estimation and Localization in Dense "
-                  "Crowds', ECCV 2018"),
-        distribution="a direct zip archive on the CRCV (University of Central Florida) server",
-        reader="QNRFDataset",
-        layout=("  UCF-QNRF_ECCV18/Train/img_0001.jpg, UCF-QNRF_ECCV18/Train/img_0001_ann.mat "
-                "(key 'annPoints')\n  UCF-QNRF_ECCV18/Test/img_0001.jpg, UCF-QNRF_ECCV18/Test/img_0001_ann.mat"),
-        url="https://www.crcv.ucf.edu/data/ucf-qnrf/UCF-QNRF_ECCV18.zip",
-        archive_name="UCF-QNRF_ECCV18.zip", folder="UCF-QNRF_ECCV18", markers=("Train", "Test"),
-    ),
-    "shanghaitech": DatasetSource(
-        key="shanghaitech", display_name="ShanghaiTech (part A and B)",
-        homepage="https://github.com/desenzhou/ShanghaiTechDataset",
-        citation=("Y. Zhang, D. Zhou, S. Chen, S. Gao, Y. Ma, 'Single-Image Crowd Counting via "
-                  "Multi-Column Convolutional Neural Network', CVPR 2016"),
-        distribution="Google Drive / Baidu links on its homepage",
-        reader="ShanghaiTechDataset",
-        layout=("  part_A/train_data/images/IMG_1.jpg, part_A/train_data/ground-truth/GT_IMG_1.mat\n"
-                "  part_A/test_data/...; part_B/... likewise (part_A_final/part_B_final also accepted)"),
-    ),
-    "nwpu": DatasetSource(
-        key="nwpu", display_name="NWPU-Crowd",
-        homepage="https://www.crowdbenchmark.com/nwpucrowd.html",
-        citation=("Q. Wang, J. Gao, W. Lin, X. Li, 'NWPU-Crowd: A Large-Scale Benchmark for Crowd "
-                  "Counting and Localization', IEEE TPAMI 2021"),
-        distribution="Google Drive / Baidu links from its homepage",
-        reader="NWPUDataset",
-        layout=("  images/0001.jpg (or images_part1/ .. images_part5/), mats/0001.mat (key 'annPoints'),\n"
-                "  train.txt, val.txt, test.txt"),
-    ),
-    "jhu": DatasetSource(
-        key="jhu", display_name="JHU-Crowd++",
-        homepage="http://www.crowd-counting.com/",
-        citation=("V. A. Sindagi, R. Yasarla, V. M. Patel, 'JHU-CROWD++: Large-Scale Crowd Counting "
-                  "Dataset and A Benchmark Method', IEEE TPAMI 2020"),
-        distribution="download links (Google Drive / Baidu) given on its homepage",
-        reader="JHUDataset",
-        layout="  train/images/0001.jpg, train/gt/0001.txt ('x y w h o b' per head); val/, test/ likewise",
-    ),
-}
+def _source(key: str, distribution: str, **archive: Any) -> DatasetSource:
+    """The source of a registered dataset; with an archive ``folder``, the layout is shown inside it."""
+    info = DATASETS[key]
+    layout = info.layout
+    if archive.get("folder"):
+        layout = f"  {archive['folder']}/, holding\n" + "\n".join("  " + line for line in layout.splitlines())
+    return DatasetSource(key=key, display_name=info.display_name, homepage=info.homepage, citation=info.citation,
+                         distribution=distribution, reader=info.reader, layout=layout, **archive)
 
-_ALIASES = {"ucfqnrf": "qnrf", "qnrf": "qnrf", "sha": "shanghaitech", "shb": "shanghaitech",
-            "sht": "shanghaitech", "shanghaitech": "shanghaitech", "shanghaitecha": "shanghaitech",
-            "shanghaitechb": "shanghaitech", "nwpu": "nwpu", "nwpucrowd": "nwpu", "jhu": "jhu",
-            "jhucrowd": "jhu", "jhucrowd++": "jhu", "jhu++": "jhu"}
+
+SOURCES: dict[str, DatasetSource] = {
+    "qnrf": _source("qnrf", "a direct zip archive on the CRCV (University of Central Florida) server",
+                    url="https://www.crcv.ucf.edu/data/ucf-qnrf/UCF-QNRF_ECCV18.zip",
+                    archive_name="UCF-QNRF_ECCV18.zip", folder="UCF-QNRF_ECCV18", markers=("Train", "Test")),
+    "shanghaitech": _source("shanghaitech", "Google Drive / Baidu links on its homepage"),
+    "nwpu": _source("nwpu", "Google Drive / Baidu links from its homepage"),
+    "jhu": _source("jhu", "download links (Google Drive / Baidu) given on its homepage"),
+}
 
 
 def get_source(name: str) -> DatasetSource:
-    """The :class:`DatasetSource` for ``name`` (``qnrf``, ``sha``/``shb``/``shanghaitech``, ``nwpu``,
-    ``jhu``; case, ``-`` and ``_`` ignored). Unknown names raise ``ValueError`` listing the choices."""
-    key = str(name).lower().replace("-", "").replace("_", "")
-    if key not in _ALIASES:
+    """The :class:`DatasetSource` for ``name``: any name of :data:`.registry.ALIASES` (``qnrf``,
+    ``sha``/``shb``/``shanghaitech``, ``nwpu``, ``jhu``, ...; case, ``-`` and ``_`` ignored). Unknown
+    names, and the synthetic dataset (generated, not downloaded), raise ``ValueError``."""
+    found = lookup(name)
+    if found is None:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(SOURCES)} "
                          "(aliases: ucf-qnrf, sha, shb, nwpu-crowd, jhu-crowd)")
-    return SOURCES[_ALIASES[key]]
+    info = found[0]
+    if info.key not in SOURCES:
+        raise ValueError(f"{name!r} has nothing to download: {info.homepage}")
+    return SOURCES[info.key]
 
 
 # --------------------------------------------------------------------------------------------------
