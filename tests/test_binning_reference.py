@@ -19,17 +19,13 @@ import json
 import pytest
 
 from gigacount_lib.binning import (
-    BinConfig, CountHistogram, average_anchors, check_truncation, clip_ebc_configs_to_dict, coarse_bins,
-    fine_bins, load_clip_ebc_configs, middle_anchors, suggest_truncation,
+    CLIP_EBC_ANCHOR_HISTOGRAMS, BinConfig, CountHistogram, average_anchors, check_truncation,
+    clip_ebc_configs_to_dict, coarse_bins, fine_bins, load_clip_ebc_configs, middle_anchors, suggest_truncation,
 )
 
-# (truncation, dataset) -> histogram folder; the README of ../shared/reference names two of these,
-# the others were identified by computation.
-MATCHING_HISTOGRAM = {
-    (2, "qnrf"): "qnrf_4096", (4, "qnrf"): "qnrf_4096", (11, "qnrf"): "qnrf_2048",
-    (2, "sha"): "sha", (4, "sha"): "sha",
-    (2, "shb"): "shb", (4, "shb"): "shb",
-}
+# (truncation, dataset) -> histogram folder; the table lives in gigacount_lib.binning.clip_ebc_io
+# (notebook 02 reads it too).
+MATCHING_HISTOGRAM = CLIP_EBC_ANCHOR_HISTOGRAMS
 NO_HISTOGRAM = {"nwpu", "jhu"}
 
 
