@@ -1,5 +1,5 @@
 """Crowd data (notebook 01): dataset readers, the embedded synthetic dataset, density maps, joint
-image + point transforms.
+image + point transforms and the plots of this subject.
 
 * :mod:`.registry`   the known datasets once: canonical names, aliases, homepages, layouts
 * :mod:`.files`      decoding images and the benchmarks' annotation formats
@@ -11,6 +11,7 @@ image + point transforms.
 * :mod:`.density`    point / Gaussian / adaptive density maps and block-count maps
 * :mod:`.download`   fetching official archives with verification (UCF-QNRF), manual instructions otherwise
 * :mod:`.transforms` augmentations on ``torchvision.transforms.v2`` and batching
+* :mod:`.plots`      figures of notebook 01 (each takes an ``ax`` or a ``fig`` and returns it)
 
 Names are imported lazily, so that ``gigacount synth`` (numpy + PIL only) does not load torch.
 """
