@@ -20,7 +20,8 @@ JHU-Crowd++        ``train/images/0001.jpg`` + ``train/gt/0001.txt`` with one he
 the UCF-QNRF layout, so ``QNRFDataset`` reads it (``build_dataset("synthetic", None)`` generates it
 on first use). Every reader is a :class:`~.base.CrowdDataset` (the sample format, resizing and the
 preprocessing cache are described there); names, homepages and layouts come from :mod:`.registry`.
-This module also re-exports the file readers and the resize rule that it always offered.
+The file readers and the resize rule (``target_size``, ``clean_points``, ``resize_sample``, ...) are
+re-exported here too.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from PIL import ImageDraw
 
 from .palette import HAIR, SKIN, clothing_colour, jitter, rgb
 
-__all__ = ["HEAD_FRACTION", "BODY_LABEL", "person_spec", "draw_person", "object_spec", "draw_object"]
+__all__ = ["HEAD_FRACTION", "BODY_LABEL", "person_spec", "draw_person", "draw_head", "object_spec", "draw_object"]
 
 HEAD_FRACTION = 0.13      # head height / body height (about 1 / 7.5 heads)
 BODY_LABEL = 2**30        # label-map value for any non-head pixel that occludes (bodies, objects)
@@ -57,7 +57,7 @@ def draw_person(draw: ImageDraw.ImageDraw, label: ImageDraw.ImageDraw, x: float,
     shoulder_y = y - h + hd * 1.18
     hip_y = y - 0.47 * h
     hip_w = 0.17 * h * spec["width"]
-    shirt, trousers, skin, hair = spec["shirt"], spec["trousers"], spec["skin"], spec["hair"]
+    shirt, trousers, skin = spec["shirt"], spec["trousers"], spec["skin"]
     tiny = h < 14
 
     if not tiny:
@@ -102,7 +102,16 @@ def draw_person(draw: ImageDraw.ImageDraw, label: ImageDraw.ImageDraw, x: float,
             draw.rectangle((bx - sw * 0.12, hip_y - 0.08 * h, bx + sw * 0.14, hip_y + 0.05 * h), fill=rgb(spec["hat"] * 0.6))
         # neck
         draw.rectangle((cx - head_rx * 0.45, neck_y - head_ry * 0.3, cx + head_rx * 0.45, shoulder_y), fill=rgb(skin * 0.9))
-    # head
+    draw_head(draw, label, cx, head_cy, head_rx, head_ry, hd, spec, head_id)
+    return cx, head_cy, head_rx, head_ry
+
+
+def draw_head(draw: ImageDraw.ImageDraw, label: ImageDraw.ImageDraw, cx: float, head_cy: float, head_rx: float,
+              head_ry: float, hd: float, spec: dict[str, Any], head_id: int) -> None:
+    """Draw the head ellipse centred at ``(cx, head_cy)`` with its hair style (short, long, bald, seen
+    from the back, hat, cap) and, on near people (``hd`` > 18 px tall), eyes and a jaw line; the label
+    map gets ``head_id`` over the ellipse."""
+    skin, hair = spec["skin"], spec["hair"]
     box = (cx - head_rx, head_cy - head_ry, cx + head_rx, head_cy + head_ry)
     style = spec["style"]
     if style == "back":
@@ -128,7 +137,6 @@ def draw_person(draw: ImageDraw.ImageDraw, label: ImageDraw.ImageDraw, x: float,
                 draw.ellipse((ex - er, ey - er, ex + er, ey + er), fill=(35, 25, 20))
             draw.chord((box[0], head_cy, box[2], box[3]), 20, 160, fill=rgb(skin * 0.88))
     label.ellipse(box, fill=head_id)
-    return cx, head_cy, head_rx, head_ry
 
 
 def draw_object(draw: ImageDraw.ImageDraw, label: ImageDraw.ImageDraw, kind: str, x: float, y: float,
