@@ -10,7 +10,7 @@ import os
 import platform
 import random
 import sys
-import tempfile
+import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 
 LOGGER_NAME = "gigacount"
-_UMASK = os.umask(0o022)  # read the process umask once (set it back immediately)
-os.umask(_UMASK)
 
 
 def get_logger(name: str | None = None) -> logging.Logger:
@@ -105,9 +103,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    # O_EXCL: never write through an existing file; mode 0o666 lets the kernel apply the umask
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

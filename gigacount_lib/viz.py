@@ -1,7 +1,9 @@
 """Plotting helpers shared by the notebooks (matplotlib only; seaborn styling is optional).
 
-Subject-specific plots live next to their subject (e.g. ``binning.plot_*``); this module holds the
-generic pieces: saving figures and drawing images with points or density maps.
+Subject-specific plots live in a ``plots.py`` beside their subject (``data/``, ``binning/``,
+``models/``, ``losses/``). The convention: a single-panel plot takes an ``ax`` and returns it; a
+multi-panel figure takes an optional ``fig`` (one is made when it is None) and returns it. This
+module holds the shared pieces: saving figures, a panel grid, and drawing images, points or maps.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["save_figure", "to_numpy_image", "show_image", "show_points", "show_map"]
+__all__ = ["save_figure", "panel_grid", "to_numpy_image", "show_image", "show_points", "show_map"]
 
 
 def save_figure(fig, output_dir: str | os.PathLike | None, name: str, dpi: int = 150) -> Path | None:
@@ -21,6 +23,15 @@ def save_figure(fig, output_dir: str | os.PathLike | None, name: str, dpi: int =
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+def panel_grid(fig, rows: int, cols: int, figsize: tuple[float, float]):
+    """``(fig, axes)`` with an ``rows x cols`` array of axes on ``fig`` (a new figure of ``figsize`` if None)."""
+    if fig is None:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=figsize)
+    return fig, fig.subplots(rows, cols, squeeze=False)
 
 
 def to_numpy_image(image) -> np.ndarray:

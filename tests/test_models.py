@@ -280,7 +280,9 @@ def test_attention_block_structure_is_the_official_one(models):
     assert (ca == 0.5).any()  # channels whose pre-activation is negative sit exactly at 1/2
     with torch.no_grad():
         y, maps = block.forward_with_maps(x)
+        torch.testing.assert_close(block(x), y)  # the inspection path computes the same thing
     assert y.shape == (3, 16, 8, 8) and maps["spatial"].shape == (3, 1, 8, 8)
+    assert [a.kernel.shape for a in maps["odconv"]] == [(3, 4)] * 4
     assert float(maps["spatial"].min()) > 0 and float(maps["spatial"].max()) < 1
 
 

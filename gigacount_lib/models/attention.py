@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .odconv import ODConv2d
+from .odconv import ODAttention, ODConv2d
 
 __all__ = ["ChannelAttention", "SpatialAttention", "ODConvUnit", "ScaleAttentionBlock"]
 
@@ -75,6 +75,12 @@ class ODConvUnit(nn.Sequential):
         super().__init__(ODConv2d(in_channels, out_channels, 1, kernel_num=kernel_num),
                          nn.ReLU(inplace=True), nn.BatchNorm2d(out_channels))
 
+    def forward_with_attention(self, x: Tensor) -> tuple[Tensor, ODAttention]:
+        """The unit's output and the four ODConv attentions it used (for inspection)."""
+        odconv, act, norm = self
+        att = odconv.compute_attention(x)
+        return norm(act(odconv.forward_with_attention(x, att))), att
+
 
 class ScaleAttentionBlock(nn.Module):
     """One FFNet/GigaCount attention block (see the module docstring for the equations).
@@ -87,7 +93,8 @@ class ScaleAttentionBlock(nn.Module):
         spatial_kernel: size of the spatial-attention conv (7).
 
     ``forward(x)`` maps ``(B, C, H, W) -> (B, C_o, H, W)``; :meth:`forward_with_maps` also returns
-    the channel attention ``(B, C, 1, 1)`` and the spatial attention ``(B, 1, H, W)``.
+    the channel attention ``(B, C, 1, 1)``, the spatial attention ``(B, 1, H, W)`` and the
+    :class:`~gigacount_lib.models.odconv.ODAttention` of each of the four ODConvs.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, kernel_num: int = 4,
@@ -101,15 +108,22 @@ class ScaleAttentionBlock(nn.Module):
         self.conv4 = ODConvUnit(hidden_channels, out_channels, kernel_num)
         self.spatial_attention = SpatialAttention(spatial_kernel)
 
-    def forward_with_maps(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward_with_maps(self, x: Tensor) -> tuple[Tensor, dict]:
         ca = self.channel_attention.attention(x)
         x = x * ca
+        y1, a1 = self.conv1.forward_with_attention(x)
+        x = y1 + x
+        x, a2 = self.conv2.forward_with_attention(x)
+        y3, a3 = self.conv3.forward_with_attention(x)
+        x = y3 + x
+        x, a4 = self.conv4.forward_with_attention(x)
+        sa = self.spatial_attention.attention(x)
+        return x * sa, {"channel": ca, "spatial": sa, "odconv": [a1, a2, a3, a4]}
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.channel_attention(x)
         x = self.conv1(x) + x
         x = self.conv2(x)
         x = self.conv3(x) + x
-        x = self.conv4(x)
-        sa = self.spatial_attention.attention(x)
-        return x * sa, {"channel": ca, "spatial": sa}
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_with_maps(x)[0]
+        x = self.spatial_attention(self.conv4(x))
+        return x

@@ -23,6 +23,8 @@ Variants (built by :func:`gigacount_lib.models.build_model`):
 * ``gigacount_odconv_blocks``: the paper-text encoder (ODConv inside every ConvNeXt block).
 * ``gigacount_no_fusion``: only the deepest (stride-16) attention output, upsampled like in the
   fusion (k4 s4, then 2x2 pool): 64 channels into the decoder.
+* ``gigacount_atto``: a CPU compromise, not a paper model: the same structure on timm's
+  ConvNeXt-Atto (40/80/160 channels) with a 256-wide decoder, for the 2-core ``cpu`` preset.
 """
 from __future__ import annotations
 
@@ -36,10 +38,18 @@ from .base import IMAGENET_MEAN, IMAGENET_STD, BasicBlock, CountingModel, init_d
 from .encoder import TruncatedConvNeXt
 from .fusion import MultiScaleFusion
 
-__all__ = ["GigaCount", "ATTENTION_WIDTHS"]
+__all__ = ["GigaCount", "ATTENTION_WIDTHS", "attention_widths"]
 
-# (in, hidden, out) channels of the attention block at each ConvNeXt stage; the 4th is our extrapolation.
-ATTENTION_WIDTHS = ((96, 48, 16), (192, 96, 32), (384, 192, 64), (768, 384, 128))
+def attention_widths(channels: int) -> tuple[int, int, int]:
+    """(in, hidden, out) widths of the attention block on a ``channels``-wide map: ``(C, C/2, C/6)``.
+
+    For ConvNeXt-Tiny this is the official 96/48/16, 192/96/32, 384/192/64; the stage-4 block
+    (768/384/128) and narrower encoders follow the same ratios (our extrapolation).
+    """
+    return channels, channels // 2, max(channels // 6, 4)
+
+
+ATTENTION_WIDTHS = tuple(attention_widths(c) for c in (96, 192, 384, 768))
 
 
 class GigaCount(CountingModel):
@@ -64,14 +74,9 @@ class GigaCount(CountingModel):
         self.scales = tuple(int(s) for s in scales)
         if not self.scales or any(s < 0 or s >= len(encoder.channels) for s in self.scales):
             raise ValueError(f"GigaCount: scales {scales} must index the encoder's {len(encoder.channels)} maps")
-        blocks = []
-        for s in self.scales:
-            c_in, c_hidden, c_out = ATTENTION_WIDTHS[s]
-            if c_in != encoder.channels[s]:
-                raise ValueError(f"GigaCount: encoder map {s} has {encoder.channels[s]} channels, expected {c_in}")
-            blocks.append(ScaleAttentionBlock(c_in, c_hidden, c_out, kernel_num=kernel_num))
-        self.attention = nn.ModuleList(blocks)
-        self.fusion = MultiScaleFusion([ATTENTION_WIDTHS[s][2] for s in self.scales],
+        widths = [attention_widths(encoder.channels[s]) for s in self.scales]
+        self.attention = nn.ModuleList(ScaleAttentionBlock(*w, kernel_num=kernel_num) for w in widths)
+        self.fusion = MultiScaleFusion([w[2] for w in widths],
                                        [encoder.reductions[s] for s in self.scales], out_stride=8)
         self.decoder = BasicBlock(self.fusion.out_channels, decoder_channels)
         self.projection = nn.Conv2d(decoder_channels, self.head.embed_dim, kernel_size=1)
@@ -83,21 +88,23 @@ class GigaCount(CountingModel):
         """Every intermediate of ``forward_features`` on a prepared batch (for inspection / the notebook).
 
         Keys: ``encoder`` (list of maps), ``attended`` (list), ``channel_attention`` (list of
-        ``(B, C, 1, 1)``), ``spatial_attention`` (list of ``(B, 1, h, w)``), ``fused_stride4``,
-        ``fused``, ``decoded``, ``features``.
+        ``(B, C, 1, 1)``), ``spatial_attention`` (list of ``(B, 1, h, w)``), ``odconv_attention``
+        (per scale, the four ODConvs' :class:`~gigacount_lib.models.odconv.ODAttention`),
+        ``fused_stride4``, ``fused``, ``decoded``, ``features``.
         """
         feats = self.encoder(x)
-        attended, channel_maps, spatial_maps = [], [], []
+        attended, channel_maps, spatial_maps, odconv_maps = [], [], [], []
         for block, s in zip(self.attention, self.scales):
             y, maps = block.forward_with_maps(feats[s])
             attended.append(y)
             channel_maps.append(maps["channel"])
             spatial_maps.append(maps["spatial"])
+            odconv_maps.append(maps["odconv"])
         fused4 = self.fusion.forward_stride4(attended)
         fused = self.fusion.to_output_stride(fused4)
         decoded = self.decoder(fused)
         return {"encoder": feats, "attended": attended, "channel_attention": channel_maps,
-                "spatial_attention": spatial_maps, "fused_stride4": fused4, "fused": fused,
+                "spatial_attention": spatial_maps, "odconv_attention": odconv_maps, "fused_stride4": fused4, "fused": fused,
                 "decoded": decoded, "features": self.projection(decoded)}
 
     def forward_features(self, x: Tensor) -> Tensor:

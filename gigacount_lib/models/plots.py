@@ -1,7 +1,9 @@
 """Figures for notebook 03: feature maps per scale, attention maps, text-prototype similarity, predictions.
 
-Each function takes tensors for *one* image (batch index 0 is used when a batch is passed) and
-returns a matplotlib ``Figure``; nothing is saved here (use :func:`gigacount_lib.viz.save_figure`).
+Each function takes tensors for *one* image (batch index 0 is used when a batch is passed). The
+multi-panel figures take an optional ``fig`` and return it, the similarity matrix takes an optional
+``ax`` and returns it (the convention of :mod:`gigacount_lib.viz`); nothing is saved here (use
+:func:`gigacount_lib.viz.save_figure`).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..binning import BinConfig
-from ..viz import show_image, show_map
+from ..viz import panel_grid, show_image, show_map
 
 __all__ = ["architecture_rows", "plot_feature_scales", "plot_attention_maps", "plot_fused_map",
            "plot_prototype_similarity", "plot_prediction"]
@@ -62,18 +64,15 @@ def architecture_rows(model, images: Tensor) -> list[dict]:
 
 
 def plot_feature_scales(image: Tensor, maps: Sequence[Tensor], titles: Sequence[str] | None = None,
-                        n_channels: int = 3):
+                        n_channels: int = 3, fig=None):
     """Row 1: the image and the mean |activation| of each map; rows 2..: a few single channels per map.
 
     The channels shown are those with the largest spatial variance (the most structured ones).
     """
-    import matplotlib.pyplot as plt
-
     maps = [_first(m) for m in maps]
     titles = list(titles) if titles else [f"map {i}" for i in range(len(maps))]
     cols = len(maps) + 1
-    fig, axes = plt.subplots(1 + n_channels, cols, figsize=(3.2 * cols, 2.6 * (1 + n_channels)))
-    axes = np.atleast_2d(axes)
+    fig, axes = panel_grid(fig, 1 + n_channels, cols, (3.2 * cols, 2.6 * (1 + n_channels)))
     show_image(axes[0, 0], image[0] if image.ndim == 4 else image, "input")
     for r in range(1, 1 + n_channels):
         axes[r, 0].set_axis_off()
@@ -87,12 +86,10 @@ def plot_feature_scales(image: Tensor, maps: Sequence[Tensor], titles: Sequence[
 
 
 def plot_attention_maps(image: Tensor, channel_atts: Sequence[Tensor], spatial_atts: Sequence[Tensor],
-                        titles: Sequence[str]):
+                        titles: Sequence[str], fig=None):
     """Top: spatial attention ``σ(conv7x7(mean_c x))`` per scale; bottom: sorted channel weights per scale."""
-    import matplotlib.pyplot as plt
-
     n = len(spatial_atts)
-    fig, axes = plt.subplots(2, n + 1, figsize=(3.4 * (n + 1), 6.0))
+    fig, axes = panel_grid(fig, 2, n + 1, (3.4 * (n + 1), 6.0))
     show_image(axes[0, 0], image[0] if image.ndim == 4 else image, "input")
     axes[1, 0].set_axis_off()
     for j, (ca, sa, title) in enumerate(zip(channel_atts, spatial_atts, titles), start=1):
@@ -101,20 +98,18 @@ def plot_attention_maps(image: Tensor, channel_atts: Sequence[Tensor], spatial_a
         axes[1, j].plot(np.arange(len(weights)), weights)
         axes[1, j].set_ylim(0, 1)
         axes[1, j].set_xlabel("channel (sorted)")
-        axes[1, j].set_ylabel("σ(W · avgpool(x))")
+        axes[1, j].set_ylabel("σ(ReLU(W · avgpool(x)))")
         axes[1, j].set_title(f"{title}: channel attention ({len(weights)} ch)")
     fig.tight_layout()
     return fig
 
 
-def plot_fused_map(fused: Tensor, groups: Sequence[int], names: Sequence[str]):
+def plot_fused_map(fused: Tensor, groups: Sequence[int], names: Sequence[str], fig=None):
     """The fused map: mean |activation| of each scale's channel group and of all channels."""
-    import matplotlib.pyplot as plt
-
     f = _first(fused)
     bounds = np.cumsum([0, *groups])
-    fig, axes = plt.subplots(1, len(groups) + 1, figsize=(3.4 * (len(groups) + 1), 3.0))
-    axes = np.atleast_1d(axes)
+    fig, axes = panel_grid(fig, 1, len(groups) + 1, (3.4 * (len(groups) + 1), 3.0))
+    axes = axes[0]
     for j, name in enumerate(names):
         part = f[bounds[j]:bounds[j + 1]]
         show_map(axes[j], part.abs().mean(0), f"{name}\nchannels {bounds[j]}-{bounds[j + 1] - 1}", cmap="magma")
@@ -123,14 +118,14 @@ def plot_fused_map(fused: Tensor, groups: Sequence[int], names: Sequence[str]):
     return fig
 
 
-def plot_prototype_similarity(prototypes: Tensor, prompts: Sequence[str], title: str):
-    """Cosine-similarity matrix of L2-normalised text prototypes, annotated."""
-    import matplotlib.pyplot as plt
-
+def plot_prototype_similarity(prototypes: Tensor, prompts: Sequence[str], title: str, ax=None):
+    """Cosine-similarity matrix of L2-normalised text prototypes, annotated. Returns the ``ax``."""
     p = torch.nn.functional.normalize(prototypes.detach().float().cpu(), dim=-1)
     sim = (p @ p.T).numpy()
     k = len(prompts)
-    fig, ax = plt.subplots(figsize=(1.1 * k + 3.5, 0.9 * k + 1.5))
+    if ax is None:
+        ax = panel_grid(None, 1, 1, (1.1 * k + 3.5, 0.9 * k + 1.5))[1][0, 0]
+    fig = ax.figure
     im = ax.imshow(sim, cmap="viridis", vmin=min(0.0, float(sim.min())), vmax=1.0)
     for i in range(k):
         for j in range(k):
@@ -143,18 +138,18 @@ def plot_prototype_similarity(prototypes: Tensor, prompts: Sequence[str], title:
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    return fig
+    return ax
 
 
-def plot_prediction(image: Tensor, logits: Tensor, density: Tensor, bin_config: BinConfig, points=None):
+def plot_prediction(image: Tensor, logits: Tensor, density: Tensor, bin_config: BinConfig, points=None,
+                    fig=None):
     """Image, most likely bin per block, its probability, and the density (expected count per block)."""
-    import matplotlib.pyplot as plt
-
     from ..viz import show_points
 
     lg, dens = _first(logits), _first(density)[0]
     probs = lg.softmax(0)
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    fig, axes = panel_grid(fig, 1, 4, (16, 3.6))
+    axes = axes[0]
     show_image(axes[0], image[0] if image.ndim == 4 else image, "input")
     if points is not None:
         show_points(axes[0], points, size=4)

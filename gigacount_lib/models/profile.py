@@ -15,7 +15,12 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["count_flops", "model_row", "markdown_table"]
+__all__ = ["count_parameters", "count_flops", "model_row", "markdown_table"]
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters of ``module`` (only those with ``requires_grad`` when ``trainable_only``)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def count_flops(model: nn.Module, size: int | tuple[int, int], batch: int = 1) -> int:

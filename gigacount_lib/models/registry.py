@@ -144,6 +144,15 @@ def gigacount_no_fusion(bin_config, image_pre, text_pre, **kw) -> GigaCount:
     return _gigacount(bin_config, image_pre, text_pre, scales=(2,), **kw)
 
 
+@register_model
+def gigacount_atto(bin_config, image_pre, text_pre, **kw) -> GigaCount:
+    """CPU compromise (not a paper model): GigaCount's structure on ConvNeXt-Atto with a 256-wide decoder."""
+    kw.setdefault("timm_name", "convnext_atto")
+    kw.setdefault("image_checkpoint", "timm")
+    kw.setdefault("decoder_channels", 256)
+    return _gigacount(bin_config, image_pre, text_pre, **kw)
+
+
 def _clip_ebc(clip_model: str, kind: str, bin_config, image_pre, text_pre, *, image_weights=None,
               text_weights=None, prompt_style="word", **kw) -> CLIPEBC:
     if kind == "resnet" and kw:
