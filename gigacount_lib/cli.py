@@ -3,6 +3,9 @@
     gigacount synth --out DIR --n-train N --n-test M --seed S     write the synthetic dataset
     gigacount reproduce [--quick]                                 execute every notebook
     gigacount download NAME --root DIR [--sha256 HEX]             fetch and verify an official dataset
+    gigacount train --preset P [--data ROOT --dataset D] [--out DIR] [--resume] [--set FIELD=VALUE ...]
+    gigacount eval CKPT [--data ROOT --dataset D] [--protocol official|heldout] [--out DIR]
+    gigacount predict CKPT IMAGE_OR_FOLDER... [--out DIR]
 """
 from __future__ import annotations
 
@@ -13,11 +16,11 @@ import sys
 def _cmd_synth(args: argparse.Namespace) -> int:
     from .data.synthetic import SyntheticConfig, generate_synthetic_dataset
 
-    config = SyntheticConfig(n_train=args.n_train, n_test=args.n_test, seed=args.seed,
-                             width=args.width, height=args.height)
     try:
+        config = SyntheticConfig(n_train=args.n_train, n_test=args.n_test, seed=args.seed,
+                                 width=args.width, height=args.height)
         root = generate_synthetic_dataset(args.out, config, overwrite=args.overwrite, workers=args.workers)
-    except FileExistsError as exc:
+    except (OSError, ValueError) as exc:  # FileExistsError / NotADirectoryError name the folder
         print(f"gigacount synth: {exc}", file=sys.stderr)
         return 2
     print(f"synthetic dataset written to {root}")
@@ -46,20 +49,112 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return reproduce_main((["--quick"] if args.quick else []) + ["--device", args.device])
 
 
+def _fail(command: str, exc: BaseException) -> int:
+    print(f"gigacount {command}: {' '.join(str(exc).split())}", file=sys.stderr)
+    return 2
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import get_preset
+    from .train import StopTraining, train
+
+    try:
+        config = get_preset(args.preset)
+        overrides = list(args.set or [])
+        if args.data is not None:
+            overrides.append(f"data.root={args.data}")
+            if args.dataset is None:
+                overrides.append("data.dataset=qnrf")
+        if args.dataset is not None:
+            overrides.append(f"data.dataset={args.dataset}")
+        if args.device is not None:
+            overrides.append(f"device={args.device}")
+        config = config.override(*overrides)
+        out = args.out or f"runs/{args.preset}"
+        summary = train(config, out, resume=args.resume, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, FileExistsError, StopTraining) as exc:
+        return _fail("train", exc)
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            return _fail("train", RuntimeError(f"{exc}. The batch does not fit in memory: lower data.batch_size "
+                                               "(e.g. --set data.batch_size=8) or data.crop_size"))
+        raise
+    test = summary.get("test")
+    line = f"run {summary['status']} after {summary['epochs_run']} epochs; checkpoints in {out}"
+    if test:
+        line += (f"; test MAE {test['mae']:.2f}, RMSE {test['rmse']:.2f}, "
+                 f"{summary['mae_ratio_to_trivial']:.3f} x the mean-count predictor ({summary['protocol_label']})")
+    print(line)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
+    from .data.datasets import build_dataset
+    from .evaluate import evaluate_model, protocol_label
+    from .utils import select_device
+
+    try:
+        blob = load_checkpoint(args.checkpoint)
+        data = blob["config"]["data"]
+        dataset = args.dataset or ("qnrf" if args.data else data["dataset"])
+        kwargs = {k: data[k] for k in ("min_size", "max_size") if data.get(k) is not None}
+        if dataset == "synthetic":
+            kwargs.update(quick=data.get("synthetic_quick", False), seed=0)
+        test = build_dataset(dataset, args.data if args.data else data["root"], "test", **kwargs)
+        device = select_device(args.device)
+        model = build_model_from_checkpoint(blob, device=device)
+        window = None if args.full_image else args.window
+        result = evaluate_model(model, test, device=device, window=window, stride=args.stride if window else None)
+    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+        return _fail("eval", exc)
+    if args.out:
+        result.save(args.out)
+    m = result.metrics
+    print(f"{args.checkpoint}: {dataset} test, {m['images']} images: MAE {m['mae']:.2f}, RMSE {m['rmse']:.2f}, "
+          f"NAE {m['nae']:.3f} [{protocol_label(args.protocol)}]")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError, build_model_from_checkpoint
+    from .predict import collect_images, predict_images
+    from .utils import select_device
+
+    try:
+        device = select_device(args.device)
+        model = build_model_from_checkpoint(args.checkpoint, device=device)
+    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+        return _fail("predict", exc)
+    images = collect_images(args.images)
+    if not images:
+        return _fail("predict", FileNotFoundError(f"no image files in {args.images}"))
+    rows = predict_images(model, images, args.out, device=device)
+    for row in rows:
+        print(f"{row['image']}: {row['count']:.1f}")
+    if args.out:
+        print(f"counts and density overlays written to {args.out}")
+    return 0 if rows else 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gigacount", description="GigaCount course tools")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from .data.synthetic.config import MAX_SIDE
+    from .utils import cli_checked, cli_int, cli_positive_float
+
     synth = sub.add_parser("synth", help="write the embedded synthetic crowd dataset (UCF-QNRF layout)")
     synth.add_argument("--out", required=True, help="output folder")
-    synth.add_argument("--n-train", type=int, default=300)
-    synth.add_argument("--n-test", type=int, default=100)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--width", type=int, default=512)
-    synth.add_argument("--height", type=int, default=384)
+    synth.add_argument("--n-train", type=cli_int(1), default=300, help="training images (>= 1)")
+    synth.add_argument("--n-test", type=cli_int(1), default=100, help="test images (>= 1)")
+    synth.add_argument("--seed", type=cli_int(0, 2**63 - 1), default=0)
+    synth.add_argument("--width", type=cli_int(32, MAX_SIDE), default=512, help=f"pixels (32..{MAX_SIDE})")
+    synth.add_argument("--height", type=cli_int(32, MAX_SIDE), default=384, help=f"pixels (32..{MAX_SIDE})")
     synth.add_argument("--overwrite", action="store_true",
-                       help="replace a synthetic dataset already in --out (other data is never replaced)")
-    synth.add_argument("--workers", type=int, default=1, help="processes used to render images")
+                       help="replace a synthetic dataset already in --out: exactly the files its synthetic.json "
+                            "lists; a folder holding anything else is refused")
+    synth.add_argument("--workers", type=cli_int(1), default=1, help="processes used to render images")
     synth.set_defaults(func=_cmd_synth)
 
     dl = sub.add_parser(
@@ -75,11 +170,51 @@ def build_parser() -> argparse.ArgumentParser:
             "download)."))
     dl.add_argument("name", help="dataset: qnrf (ucf-qnrf), sha, shb, nwpu, jhu")
     dl.add_argument("--root", required=True, help="folder for the archive, the extracted data and download.json")
-    dl.add_argument("--sha256", default=None, help="expected SHA-256 of the archive (64 hex characters)")
-    dl.add_argument("--timeout", type=float, default=None,
+    from .data.download import check_sha256
+
+    dl.add_argument("--sha256", type=cli_checked(check_sha256, "sha256"), default=None,
+                    help="expected SHA-256 of the archive (64 hex characters)")
+    dl.add_argument("--timeout", type=cli_positive_float("seconds"), default=None,
                     help="network timeout in seconds (default $GIGACOUNT_NET_TIMEOUT or 10)")
     dl.add_argument("--no-progress", action="store_true", help="no progress bar")
     dl.set_defaults(func=_cmd_download)
+
+    from .config import list_presets
+
+    tr = sub.add_parser("train", help="train a model from a preset (resumable; torchrun for several GPUs)",
+                        description="Train with a preset of gigacount_lib.config. Checkpoints, config.json, "
+                                    "run.json, log.csv and summary.json go to --out. Runs under torchrun "
+                                    "--nproc_per_node N (DistributedDataParallel) unchanged.")
+    tr.add_argument("--preset", required=True, choices=list_presets())
+    tr.add_argument("--data", default=None, help="dataset root (default: the embedded synthetic dataset)")
+    tr.add_argument("--dataset", default=None, help="qnrf | sha | shb | nwpu | jhu | synthetic")
+    tr.add_argument("--out", default=None, help="run folder (default runs/<preset>)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    tr.add_argument("--device", default=None, help="auto | cpu | cuda (default: the preset's)")
+    tr.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                    help="override a config field, e.g. --set optim.lr=1e-3 --set data.batch_size=8")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint on a test split")
+    ev.add_argument("checkpoint")
+    ev.add_argument("--data", default=None, help="dataset root (default: the one the checkpoint was trained on)")
+    ev.add_argument("--dataset", default=None)
+    ev.add_argument("--protocol", choices=["official", "heldout"], default="heldout",
+                    help="how the checkpoint was selected, for the label of the result")
+    ev.add_argument("--window", type=int, default=224, help="sliding-window size (official: 224)")
+    ev.add_argument("--stride", type=int, default=224, help="sliding-window stride (official: 224)")
+    ev.add_argument("--full-image", action="store_true", help="one pass over each image (when it fits)")
+    ev.add_argument("--out", default=None, help="folder for per_image.csv and metrics.json")
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(func=_cmd_eval)
+
+    pr = sub.add_parser("predict", help="count people in images with a checkpoint")
+    pr.add_argument("checkpoint")
+    pr.add_argument("images", nargs="+", help="image files or folders")
+    pr.add_argument("--out", default=None, help="folder for counts.csv and the density overlays")
+    pr.add_argument("--device", default="auto")
+    pr.set_defaults(func=_cmd_predict)
 
     rep = sub.add_parser("reproduce", help="execute every notebook headless (see README)")
     rep.add_argument("--quick", action="store_true")
