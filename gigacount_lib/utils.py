@@ -136,12 +136,187 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
 
 
+def ensure_dir(path: str | os.PathLike, what: str = "folder") -> Path:
+    """Create the folder ``path`` (and its parents) if needed; ``what`` names it in errors.
+
+    A file in the way raises ``NotADirectoryError`` naming ``what`` and that file, not ``[Errno 17]``.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        raise NotADirectoryError(f"{what} {path}: {blocker} is a file, not a folder; choose another "
+                                 "location (or move that file away)") from exc
+    return path
+
+
 def cache_dir() -> Path:
     """Where derived artefacts (synthetic data, text-prototype caches) are kept.
 
     ``$GIGACOUNT_CACHE`` if set, else ``~/.cache/gigacount``.
     """
     root = os.environ.get("GIGACOUNT_CACHE")
-    path = Path(root) if root else Path.home() / ".cache" / "gigacount"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    path = Path(root).expanduser() if root else Path.home() / ".cache" / "gigacount"
+    return ensure_dir(path, "$GIGACOUNT_CACHE" if root else "cache folder")
+
+
+# ----------------------------------------------------------------------------- owned temporary folders
+# A folder built elsewhere and renamed into place lives first under ``.<name>.tmp-<host>-<pid>-<random>``
+# (and the copy it replaces under ``.<name>.old-<host>-<pid>-<random>``) beside its destination. The
+# host and pid say whose it is: a later run removes the ones whose process is gone, and only the
+# files in them it recognises as its own.
+def _host_tag() -> str:
+    return "".join(c for c in platform.node() if c.isalnum())[:24] or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def make_temp_dir(dest: str | os.PathLike, kind: str = "tmp") -> Path:
+    """A new empty folder beside ``dest`` named ``.<dest name>.<kind>-<host>-<pid>-<random>``."""
+    import tempfile
+
+    dest = Path(dest)
+    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.{kind}-{_host_tag()}-{os.getpid()}-", dir=dest.parent))
+
+
+def temp_dir_is_stale(dest: str | os.PathLike, name: str, kinds: tuple[str, ...] = ("tmp", "old")) -> bool | None:
+    """Whether ``name`` (beside ``dest``) is a :func:`make_temp_dir` folder of a process of this host that
+    has ended (True), one that may still be in use (False), or not such a name at all (None)."""
+    import re
+
+    pattern = rf"\.{re.escape(Path(dest).name)}\.(?:{'|'.join(kinds)})-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[a-z0-9_]+"
+    match = re.fullmatch(pattern, name)
+    if match is None:
+        return None
+    return match["host"] == _host_tag() and not _pid_alive(int(match["pid"]))
+
+
+def remove_owned(folder: str | os.PathLike, is_owned) -> list[Path]:
+    """Delete the entries under ``folder`` that ``is_owned(relative posix path)`` recognises (files, and
+    sub-folders once empty), then ``folder`` itself if empty; returns what was kept, sorted. Links are
+    never followed, nor deleted."""
+    folder = Path(folder)
+    kept: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, topdown=False, followlinks=False):
+        here = Path(dirpath)
+        for name in filenames + [d for d in dirnames if (here / d).is_symlink()]:
+            path = here / name
+            if not path.is_symlink() and is_owned(path.relative_to(folder).as_posix()):
+                path.unlink()
+            else:
+                kept.append(path)
+        if here != folder:
+            if not any(here.iterdir()) and is_owned(here.relative_to(folder).as_posix()):
+                here.rmdir()
+            elif not any(here.iterdir()):
+                kept.append(here)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    return sorted(kept)
+
+
+def clean_stale_temp_dirs(dest: str | os.PathLike, is_owned, kinds: tuple[str, ...] = ("tmp", "old")) -> list[Path]:
+    """Remove the temporary folders of :func:`make_temp_dir` beside ``dest`` left by a killed run.
+
+    Only folders of this host whose process no longer exists are touched, and in them only the files
+    ``is_owned`` recognises; a folder that still holds anything is logged, by name, and kept. Returns the
+    folders kept (of live processes, other hosts, or with foreign files).
+    """
+    dest = Path(dest)
+    if not dest.parent.is_dir():
+        return []
+    kept: list[Path] = []
+    for entry in sorted(dest.parent.iterdir()):
+        stale = temp_dir_is_stale(dest, entry.name, kinds)
+        if stale is None or entry.is_symlink() or not entry.is_dir():
+            continue
+        if not stale:
+            kept.append(entry)
+            continue
+        left = remove_owned(entry, is_owned)
+        if left:
+            get_logger("utils").warning("%s: left by an interrupted run; kept because it holds files not "
+                                        "written by gigacount (first: %s); move them and delete the folder",
+                                        entry, left[0])
+            kept.append(entry)
+        else:
+            get_logger("utils").info("removed %s, left by an interrupted run", entry)
+    return kept
+
+
+def replace_dir(new: str | os.PathLike, dest: str | os.PathLike, is_owned) -> None:
+    """Rename the finished folder ``new`` to ``dest``; an existing ``dest`` is first renamed aside and
+    then emptied of the files ``is_owned`` recognises (anything else stays there, and is logged)."""
+    new, dest = Path(new), Path(dest)
+    if not dest.exists():
+        os.replace(new, dest)
+        return
+    old = make_temp_dir(dest, "old")  # reserves a unique name
+    old.rmdir()
+    os.replace(dest, old)
+    try:
+        os.replace(new, dest)
+    except BaseException:
+        os.replace(old, dest)
+        raise
+    left = remove_owned(old, is_owned)
+    if left:
+        get_logger("utils").warning("%s: the files of the previous copy that gigacount did not write were kept "
+                                    "in %s (first: %s)", dest, old, left[0])
+
+
+# ----------------------------------------------------------------------------- command-line value types
+def cli_checked(parse, name: str = "value"):
+    """An ``argparse`` ``type=`` from ``parse(text) -> value``: its ``ValueError`` becomes the option's
+    error message (``gigacount x: error: argument --opt: <message>``, exit status 2)."""
+    import argparse
+
+    def checked(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    checked.__name__ = name
+    return checked
+
+
+def cli_int(low: int, high: int | None = None):
+    """``type=`` for an integer option in ``[low, high]`` (``high=None``: no upper limit)."""
+    allowed = f"an integer >= {low}" if high is None else f"an integer between {low} and {high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"must be {allowed}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"must be {allowed}, got {value}")
+        return value
+
+    return cli_checked(parse, "int")
+
+
+def cli_positive_float(unit: str = ""):
+    """``type=`` for a finite number > 0 (``unit`` is named in the message)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (value > 0 and value != float("inf")):
+            raise ValueError(f"must be a number > 0{(' ' + unit) if unit else ''}, got {text!r}")
+        return value
+
+    return cli_checked(parse, "float")

@@ -20,8 +20,8 @@ from PIL import Image
 
 from gigacount_lib.data.datasets import QNRFDataset
 from gigacount_lib.data.download import (
-    MANIFEST_NAME, SOURCES, ChecksumError, DownloadError, ManualDownloadRequired, download_dataset,
-    download_file, extract_archive, get_source,
+    MANIFEST_NAME, SOURCES, ChecksumError, CorruptArchiveError, DownloadError, ManualDownloadRequired,
+    download_dataset, download_file, extract_archive, get_source,
 )
 
 LOOPBACK = "127.0.0.1"
@@ -150,17 +150,23 @@ def test_download_extract_read_and_manifest(tmp_path, qnrf_zip):
 
 
 def test_pinned_checksum_mismatch_keeps_nothing_as_good(tmp_path, qnrf_zip):
+    """A hash the caller passed may be mistyped: the download stays under its name, unextracted and
+    unrecorded, and a run with the right hash uses it without downloading again."""
     data, _ = qnrf_zip
     root = tmp_path / "qnrf"
     wrong = "0" * 64
     with serve({"/a.zip": data}) as srv:
         with pytest.raises(ChecksumError) as err:
             download_dataset("qnrf", root, url=srv.url + "/a.zip", sha256=wrong, progress=False)
-    msg = str(err.value)
-    assert wrong in msg and hashlib.sha256(data).hexdigest() in msg and "UCF-QNRF_ECCV18.zip" in msg
-    assert not (root / "UCF-QNRF_ECCV18.zip").exists() and not (root / "UCF-QNRF_ECCV18.zip.part").exists()
-    assert (root / "UCF-QNRF_ECCV18.zip.corrupt").read_bytes() == data
-    assert not (root / "UCF-QNRF_ECCV18").exists() and not (root / MANIFEST_NAME).exists()
+        msg = str(err.value)
+        assert wrong in msg and hashlib.sha256(data).hexdigest() in msg and "UCF-QNRF_ECCV18.zip" in msg
+        assert (root / "UCF-QNRF_ECCV18.zip").read_bytes() == data and not (root / "UCF-QNRF_ECCV18.zip.part").exists()
+        assert not list(root.glob("*.corrupt*"))
+        assert not (root / "UCF-QNRF_ECCV18").exists() and not (root / MANIFEST_NAME).exists()
+        n_requests = len(srv.requests)
+        download_dataset("qnrf", root, url=srv.url + "/a.zip", sha256=hashlib.sha256(data).hexdigest(),
+                         progress=False)
+        assert len(srv.requests) == n_requests and (root / "UCF-QNRF_ECCV18" / "Train").is_dir()
 
 
 def test_archive_fetched_by_hand_is_used_and_pinned(tmp_path, qnrf_zip):
@@ -303,7 +309,7 @@ def test_failed_extraction_leaves_nothing_under_the_final_name(tmp_path):
     dest = tmp_path / "out"
     dest.mkdir()
     (dest / f".{archive.name}.extracting-stale").mkdir()  # left over by a killed earlier run
-    with pytest.raises(zipfile.BadZipFile):
+    with pytest.raises(CorruptArchiveError, match="broken.zip: the archive is damaged"):
         extract_archive(archive, dest)
     assert list(dest.iterdir()) == []
 

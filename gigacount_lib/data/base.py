@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
@@ -25,7 +24,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..utils import atomic_write_bytes, atomic_write_json, cache_dir, get_logger
+from ..utils import (atomic_write_bytes, atomic_write_json, cache_dir, clean_stale_temp_dirs, ensure_dir, get_logger,
+                     make_temp_dir, read_json, remove_owned, replace_dir)
 from .files import DatasetNotFoundError, decode_image, load_rgb_image, read_image_size
 from .preprocess import clean_points, resize_image, scale_points, target_size
 from .registry import DATASETS
@@ -74,10 +74,12 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
-def paired_records(image_folder: Path, annotation_for) -> list[SampleRecord]:
+def paired_records(image_folder: Path, annotation_for, annotations=()) -> list[SampleRecord]:
     """Records for every image in ``image_folder``, each paired with ``annotation_for(image)``.
 
-    A missing annotation file is an error naming both files.
+    A missing annotation file is an error naming both files. ``annotations``: the annotation files
+    present; those that no image claims (an image lost in a partial extraction) are logged as a
+    warning naming the first of them.
     """
     records = []
     for image in list_images(image_folder):
@@ -85,6 +87,13 @@ def paired_records(image_folder: Path, annotation_for) -> list[SampleRecord]:
         if not ann.is_file():
             raise FileNotFoundError(f"annotation file not found: {ann} (for image {image})")
         records.append(SampleRecord(image.stem, image, ann))
+    claimed = {r.ann_path for r in records}
+    orphans = sorted((a for a in annotations if a not in claimed and not a.name.startswith(".")),
+                     key=lambda p: _natural_key(p.name))
+    if orphans:
+        _log.warning("%d annotation file(s) have no image in %s and are not used (first: %s); was the archive "
+                     "extracted completely? Re-extract it, or remove those files", len(orphans), image_folder,
+                     orphans[0])
     return records
 
 
@@ -130,14 +139,23 @@ class CrowdDataset(Dataset):
             raise ValueError(f"{self.display_name}: unknown split {split!r}; choose one of {list(self.splits)}")
         self.split = split
         self.transform = transform
-        if min_size is not None and min_size <= 0 or max_size is not None and max_size <= 0:
-            raise ValueError(f"min_size and max_size must be positive, got {min_size}, {max_size}")
+        for name, value in (("min_size", min_size), ("max_size", max_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
+                                      or not float(value).is_integer() or value <= 0):
+                raise ValueError(f"{self.display_name}: {name} must be a positive whole number of pixels or None, "
+                                 f"got {value!r}")
+        min_size = None if min_size is None else int(min_size)
+        max_size = None if max_size is None else int(max_size)
         target_size((1, 1), min_size, max_size)  # validates min_size <= max_size
         self.min_size, self.max_size = min_size, max_size
         if not self.root.is_dir():
             raise self._not_found(self.root, "the folder does not exist")
         self.records: list[SampleRecord] = self._list_samples()
         if not self.records:
+            if (self.root / "synthetic.json").is_file():
+                raise DatasetNotFoundError(f"{self.root}: this synthetic dataset has no {split} images (see its "
+                                           "synthetic.json); generate one with at least one image per split, e.g. "
+                                           "`gigacount synth --out DIR --n-train 300 --n-test 100`")
             raise self._not_found(self.root, f"no images found for split {split!r}")
         self._reported: set[str] = set()
         self._cache: Path | None = None
@@ -220,9 +238,8 @@ class CrowdDataset(Dataset):
         before the transform (after resizing/cleaning), reading only image headers and annotations."""
         for record in self.records:
             if self._cache is not None:
-                entry = self._cache_index[record.name]
-                pts = np.load(self._cache / "points" / f"{record.name}.npy")
-                yield record.name, torch.from_numpy(pts), tuple(entry["size"])
+                _, pts, _, size = self._read_cached(record, with_image=False)
+                yield record.name, torch.from_numpy(pts), size
                 continue
             pts, size, _ = self._scaled_points(record, read_image_size(record.image_path))
             yield record.name, torch.from_numpy(pts), size
@@ -232,10 +249,7 @@ class CrowdDataset(Dataset):
         """``(image, points, meta)`` before the transform."""
         record = self.records[index]
         if self._cache is not None:
-            entry = self._cache_index[record.name]
-            img = load_rgb_image(self._cache / "images" / entry["file"])
-            pts = np.load(self._cache / "points" / f"{record.name}.npy")
-            orig, size = tuple(entry["orig_size"]), tuple(entry["size"])
+            img, pts, orig, size = self._read_cached(record)
         else:
             img = load_rgb_image(record.image_path)
             orig = (img.height, img.width)
@@ -264,7 +278,9 @@ class CrowdDataset(Dataset):
 
         The folder holds ``images/<name>.jpg`` (the original file copied when no resize or mode
         change is needed, else re-encoded as JPEG quality 95), ``points/<name>.npy`` and an
-        ``index.json`` written last (a cache without it is rebuilt). Returns the folder.
+        ``index.json``. It is built in a temporary folder beside it and renamed into place when
+        complete; a damaged or outdated cache is rebuilt (and then only the files it consists of are
+        deleted), and so is a damaged entry found when reading. Returns the folder.
 
         The folder name hashes the root, split, ``min_size``/``max_size`` (and ShanghaiTech part),
         not the files' contents: after editing images or annotations in place, delete the folder.
@@ -273,43 +289,98 @@ class CrowdDataset(Dataset):
 
         base = Path(cache_root) if cache_root is not None else cache_dir() / "preprocessed"
         folder = base / f"{self.key}_{self.split}_{self._cache_key()}"
-        index_path = folder / "index.json"
-        if index_path.is_file():
-            index = json.loads(index_path.read_text())
-            if index.get("version") == CACHE_VERSION and set(index["samples"]) == set(self.names):
-                self._cache, self._cache_index = folder, index["samples"]
-                return folder
-        if folder.exists():
-            shutil.rmtree(folder)
-        (folder / "images").mkdir(parents=True)
-        (folder / "points").mkdir()
-        samples: dict[str, dict[str, Any]] = {}
-        dropped = 0
-        for record in tqdm(self.records, desc=f"preprocess {self.key}/{self.split}", disable=not progress):
-            # every image is decoded once here, so that a corrupt or truncated file fails now, named,
-            # rather than later from its copy in the cache
-            img, stored_mode = decode_image(record.image_path)
-            orig = (img.height, img.width)
-            pts, size, n_raw = self._scaled_points(record, orig)
-            dropped += n_raw - len(pts)
-            file = f"{record.name}.jpg"
-            if size == orig and stored_mode == "RGB" and record.image_path.suffix.lower() in (".jpg", ".jpeg"):
-                shutil.copyfile(record.image_path, folder / "images" / file)  # unchanged: keep the original bytes
-            else:
-                img = resize_image(img, size)
-                buf = io.BytesIO()
-                img.save(buf, format="JPEG", quality=95)
-                atomic_write_bytes(folder / "images" / file, buf.getvalue())
-            np.save(folder / "points" / f"{record.name}.npy", pts)
-            samples[record.name] = {"file": file, "orig_size": list(orig), "size": list(size),
-                                    "count": int(len(pts)), "raw_count": int(n_raw),
-                                    "labelled": record.ann_path is not None}
-        atomic_write_json(index_path, {"version": CACHE_VERSION, "dataset": self.key, "split": self.split,
-                                       "root": str(self.root), "min_size": self.min_size,
-                                       "max_size": self.max_size, "samples": samples})
+        samples = self._read_cache_index(folder)
+        if samples is not None:
+            self._cache, self._cache_index = folder, samples
+            return folder
+        ensure_dir(base, "preprocessing cache folder (cache_root)")
+        clean_stale_temp_dirs(folder, _is_cache_file)
+        tmp = make_temp_dir(folder)
+        try:
+            (tmp / "images").mkdir()
+            (tmp / "points").mkdir()
+            samples = {}
+            dropped = 0
+            for record in tqdm(self.records, desc=f"preprocess {self.key}/{self.split}", disable=not progress):
+                samples[record.name] = self._write_cache_entry(tmp, record)
+                dropped += samples[record.name]["raw_count"] - samples[record.name]["count"]
+            self._write_cache_index(tmp, samples)
+            replace_dir(tmp, folder, _is_cache_file)
+        except BaseException:
+            if tmp.exists():
+                remove_owned(tmp, _is_cache_file)
+            raise
         _log.info("preprocessed %d %s/%s images into %s (%d point(s) dropped in total)",
                   len(samples), self.key, self.split, folder, dropped)
         self._cache, self._cache_index = folder, samples
         return folder
 
+    def _write_cache_entry(self, folder: Path, record: SampleRecord) -> dict[str, Any]:
+        # every image is decoded once here, so that a corrupt or truncated file fails now, named,
+        # rather than later from its copy in the cache
+        img, stored_mode = decode_image(record.image_path)
+        orig = (img.height, img.width)
+        pts, size, n_raw = self._scaled_points(record, orig)
+        file = f"{record.name}.jpg"
+        if size == orig and stored_mode == "RGB" and record.image_path.suffix.lower() in (".jpg", ".jpeg"):
+            data = record.image_path.read_bytes()  # unchanged: keep the original bytes
+        else:
+            buf = io.BytesIO()
+            resize_image(img, size).save(buf, format="JPEG", quality=95)
+            data = buf.getvalue()
+        atomic_write_bytes(folder / "images" / file, data)
+        buf = io.BytesIO()
+        np.save(buf, pts)
+        atomic_write_bytes(folder / "points" / f"{record.name}.npy", buf.getvalue())
+        return {"file": file, "orig_size": list(orig), "size": list(size), "count": int(len(pts)),
+                "raw_count": int(n_raw), "labelled": record.ann_path is not None}
 
+    def _write_cache_index(self, folder: Path, samples: dict[str, dict[str, Any]]) -> None:
+        atomic_write_json(folder / "index.json", {"version": CACHE_VERSION, "dataset": self.key, "split": self.split,
+                                                  "root": str(self.root), "min_size": self.min_size,
+                                                  "max_size": self.max_size, "samples": samples})
+
+    def _read_cache_index(self, folder: Path) -> dict[str, dict[str, Any]] | None:
+        """The samples of the cache in ``folder``, or None when it is absent, outdated or damaged."""
+        path = folder / "index.json"
+        if not path.is_file():
+            return None
+        try:
+            index = read_json(path, "preprocessing cache index")
+            samples = index["samples"]
+            valid = index["version"] == CACHE_VERSION and set(samples) == set(self.names) and all(
+                isinstance(e["file"], str) and len(e["orig_size"]) == 2 and len(e["size"]) == 2
+                for e in samples.values())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            _log.warning("%s: damaged preprocessing cache index (%s); rebuilding the cache", path, exc)
+            return None
+        return samples if valid else None
+
+    def _read_cached(self, record: SampleRecord, with_image: bool = True, retry: bool = True):
+        """``(image or None, points float32 (N, 2), orig_size, size)`` from the cache; a damaged entry is
+        rebuilt from the original files (once)."""
+        assert self._cache is not None
+        entry = self._cache_index[record.name]
+        try:
+            pts = np.load(self._cache / "points" / f"{record.name}.npy", allow_pickle=False)
+            if pts.dtype != np.float32 or pts.ndim != 2 or pts.shape[1] != 2:
+                raise ValueError(f"points of shape {pts.shape} and dtype {pts.dtype}")
+            img = load_rgb_image(self._cache / "images" / entry["file"]) if with_image else None
+        except (OSError, ValueError, EOFError) as exc:
+            if not retry:
+                raise
+            _log.warning("%s: damaged cache entry of %s (%s); rebuilding it from %s", self._cache, record.name,
+                         exc, record.image_path)
+            self._cache_index[record.name] = self._write_cache_entry(self._cache, record)
+            self._write_cache_index(self._cache, self._cache_index)
+            return self._read_cached(record, with_image, retry=False)
+        return img, pts, tuple(entry["orig_size"]), tuple(entry["size"])
+
+
+_CACHE_FILE = re.compile(r"^(?:images|points|index\.json|images/[^/]+\.jpg|points/[^/]+\.npy"
+                         r"|(?:images/|points/)?\.[^/]+\.[0-9a-f]{12}\.tmp)$")
+
+
+def _is_cache_file(rel: str) -> bool:
+    """A path (relative to a cache folder) of the kind :meth:`CrowdDataset.build_cache` writes."""
+    return _CACHE_FILE.match(rel) is not None

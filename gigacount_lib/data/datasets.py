@@ -33,7 +33,7 @@ import numpy as np
 from ..utils import get_logger
 from .base import CrowdDataset, SampleRecord, list_images, paired_records
 from .files import (AnnotationError, CorruptImageError, DatasetNotFoundError, load_rgb_image, read_image_size,
-                    read_jhu_txt, read_mat_points, read_nwpu_json, read_shanghaitech_mat)
+                    read_jhu_txt, read_mat_points, read_nwpu_json, read_shanghaitech_mat, read_text_lines)
 from .preprocess import clean_points, resize_sample, target_size
 from .registry import DATASETS, lookup
 
@@ -64,7 +64,7 @@ class QNRFDataset(CrowdDataset, dataset="qnrf"):
 
     def _list_samples(self) -> list[SampleRecord]:
         folder = self._split_dir()
-        return paired_records(folder, lambda image: folder / f"{image.stem}_ann.mat")
+        return paired_records(folder, lambda image: folder / f"{image.stem}_ann.mat", folder.glob("*_ann.mat"))
 
     def _read_points(self, record: SampleRecord) -> np.ndarray:
         return read_mat_points(record.ann_path, "annPoints")
@@ -107,7 +107,8 @@ class ShanghaiTechDataset(CrowdDataset, dataset="shanghaitech"):
 
     def _list_samples(self) -> list[SampleRecord]:
         folder = self._split_dir()
-        return paired_records(folder / "images", lambda image: folder / "ground-truth" / f"GT_{image.stem}.mat")
+        return paired_records(folder / "images", lambda image: folder / "ground-truth" / f"GT_{image.stem}.mat",
+                              (folder / "ground-truth").glob("GT_*.mat"))
 
     def _read_points(self, record: SampleRecord) -> np.ndarray:
         return read_shanghaitech_mat(record.ann_path)
@@ -128,7 +129,7 @@ class NWPUDataset(CrowdDataset, dataset="nwpu"):
         list_file = self.root / f"{self.split}.txt"
         if not list_file.is_file():
             raise self._not_found(self.root, f"no {list_file.name}")
-        ids = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+        ids = [line.split()[0] for line in read_text_lines(list_file, "NWPU-Crowd split list") if line.strip()]
         image_dirs = [self.root / "images"] + sorted(self.root.glob("images_part*"))
         index: dict[str, Path] = {}
         for folder in image_dirs:
@@ -171,7 +172,8 @@ class JHUDataset(CrowdDataset, dataset="jhu"):
         folder = self.root / self.split
         if not (folder / "images").is_dir():
             raise self._not_found(self.root, f"no {self.split}/images folder")
-        return paired_records(folder / "images", lambda image: folder / "gt" / f"{image.stem}.txt")
+        return paired_records(folder / "images", lambda image: folder / "gt" / f"{image.stem}.txt",
+                              (folder / "gt").glob("*.txt"))
 
     def _read_points(self, record: SampleRecord) -> np.ndarray:
         return read_jhu_txt(record.ann_path)

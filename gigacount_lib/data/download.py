@@ -13,6 +13,10 @@ archive is *computed locally* and recorded in ``download.json`` next to the arch
 verifies the archive against that recorded value (trust on first use: it detects later corruption or
 a changed file, not a bad first download).
 
+On a mismatch against a hash you passed, the archive stays where it is (the value may be mistyped)
+and the error gives both hashes. Only a mismatch against the *recorded* hash (or size) marks the file
+suspect: it is renamed ``<archive>.corrupt`` (``.corrupt-2``, ... if that name is taken), never deleted.
+
 Network behaviour: a short timeout (``$GIGACOUNT_NET_TIMEOUT`` or 10 s per connection attempt and per
 read), no retry loops. When the host cannot be reached the error says which URL to fetch by hand and
 where to put the file; the next call verifies and uses it. A partial download is kept as
@@ -27,26 +31,30 @@ Example::
 from __future__ import annotations
 
 import datetime as _dt
+import gzip
 import hashlib
 import http.client
+import lzma
 import os
 import re
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..utils import atomic_write_json, get_logger, read_json
+from ..utils import (atomic_write_json, ensure_dir, get_logger, make_temp_dir, read_json, remove_owned,
+                     temp_dir_is_stale)
 from .registry import DATASETS, lookup
 
 __all__ = [
     "DatasetSource", "SOURCES", "get_source", "DownloadError", "ChecksumError", "ManualDownloadRequired",
-    "download_file", "verify_file", "file_sha256", "extract_archive", "download_dataset", "MANIFEST_NAME",
+    "CorruptArchiveError", "check_sha256", "download_file", "verify_file", "file_sha256", "extract_archive",
+    "download_dataset", "MANIFEST_NAME",
 ]
 
 _log = get_logger("data.download")
@@ -64,7 +72,11 @@ class DownloadError(OSError):
 
 
 class ChecksumError(ValueError):
-    """A file whose size or SHA-256 differs from the expected value (it has been moved aside)."""
+    """A file whose size or SHA-256 differs from the expected value (the message says where it is now)."""
+
+
+class CorruptArchiveError(ValueError):
+    """An archive that cannot be read or extracted (bad CRC, truncated, not an archive)."""
 
 
 class ManualDownloadRequired(RuntimeError):
@@ -145,13 +157,17 @@ def get_source(name: str) -> DatasetSource:
 # --------------------------------------------------------------------------------------------------
 # Hashing and verification
 # --------------------------------------------------------------------------------------------------
-def _check_hex(sha256: str | None) -> str | None:
+def check_sha256(sha256: str | None) -> str | None:
+    """``sha256`` as 64 lowercase hex characters (``None`` stays ``None``); ``ValueError`` otherwise."""
     if sha256 is None:
         return None
     value = str(sha256).strip().lower()
     if not _HEX64.match(value):
-        raise ValueError(f"sha256 must be 64 hexadecimal characters, got {sha256!r}")
+        raise ValueError(f"sha256 must be 64 hexadecimal characters, got {sha256!r} ({len(value)} characters)")
     return value
+
+
+_check_hex = check_sha256
 
 
 def file_sha256(path: str | Path, *, progress: bool = False) -> str:
@@ -168,44 +184,81 @@ def file_sha256(path: str | Path, *, progress: bool = False) -> str:
 
 
 def _move_aside(path: Path, final_name: str) -> Path:
-    bad = path.with_name(final_name + ".corrupt")
-    os.replace(path, bad)
-    return bad
+    """Rename ``path`` to ``<final_name>.corrupt`` beside it, or ``.corrupt-2``, ... (never over a file)."""
+    for n in range(1, 10_000):
+        bad = path.with_name(final_name + (".corrupt" if n == 1 else f".corrupt-{n}"))
+        if bad.exists() or bad.is_symlink():
+            continue
+        try:
+            os.link(path, bad)  # fails if the name was taken meanwhile: nothing is overwritten
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links on this file system
+            os.replace(path, bad)
+            return bad
+        os.unlink(path)
+        return bad
+    raise ChecksumError(f"{path}: too many .corrupt copies beside it; delete some and run again")
 
 
-def _check_size(path: Path, expected_size: int | None, name: str) -> None:
+def _suspect(path: Path, name: str, problem: str) -> ChecksumError:
+    bad = _move_aside(path, name)
+    return ChecksumError(f"{path.parent / name}: {problem}; the file was moved aside to {bad} so that it is not "
+                         "used (kept for inspection, nothing was deleted). Run again to fetch a fresh copy, or put "
+                         f"a good copy at {path.parent / name}.")
+
+
+def _check_size(path: Path, expected_size: int | None, name: str, what: str = "expected") -> None:
     size = path.stat().st_size
     if expected_size is not None and size != int(expected_size):
-        bad = _move_aside(path, name)
-        raise ChecksumError(f"{path.parent / name}: size mismatch: expected {int(expected_size)} bytes, got "
-                            f"{size}; the file was moved aside to {bad} (delete it and run again)")
+        raise _suspect(path, name, f"size mismatch: {what} {int(expected_size)} bytes, got {size}")
 
 
 def verify_file(path: str | Path, *, sha256: str | None = None, expected_size: int | None = None,
-                name: str | None = None, progress: bool = False) -> str:
+                name: str | None = None, progress: bool = False, recorded: bool = False) -> str:
     """Check the size and SHA-256 of ``path``; returns the SHA-256 it has.
 
-    On a mismatch the file is moved aside to ``<name>.corrupt`` (``name`` defaults to the file name)
-    so it is never used as good, and :class:`ChecksumError` names the file, the expected and the
-    actual value.
+    ``recorded=False``: ``sha256`` is a value the caller typed or copied; a mismatch leaves the file
+    where it is (the value may be wrong) and :class:`ChecksumError` gives both hashes.
+    ``recorded=True``: ``sha256``/``expected_size`` were recorded from an earlier good copy; a mismatch
+    means the file changed, and it is renamed ``<name>.corrupt`` (``name`` defaults to the file name;
+    ``.corrupt-2``, ... when taken). A size mismatch is always treated as recorded.
     """
     path = Path(path)
-    sha256 = _check_hex(sha256)
+    sha256 = check_sha256(sha256)
     name = name or path.name
-    _check_size(path, expected_size, name)
+    _check_size(path, expected_size, name, "recorded" if recorded else "expected")
     actual = file_sha256(path, progress=progress)
     if sha256 is not None and actual != sha256:
-        bad = _move_aside(path, name)
-        raise ChecksumError(f"{path.parent / name}: SHA-256 mismatch: expected {sha256}, got {actual}; "
-                            f"the file was moved aside to {bad} (delete it and run again)")
+        if recorded:
+            raise _suspect(path, name, f"SHA-256 mismatch: recorded {sha256}, got {actual} (the file changed "
+                                       "since it was verified)")
+        raise _given_mismatch(path, sha256, actual)
     return actual
+
+
+def _given_mismatch(path: Path, expected: str, actual: str, note: str = "") -> ChecksumError:
+    return ChecksumError(f"{path}: SHA-256 mismatch: expected {expected}, the file has {actual}.{note} The file "
+                         "was left in place. If the expected value is right, the file is damaged: delete it and "
+                         "run again; if it was mistyped, run again with the right --sha256 (sha256=).")
 
 
 # --------------------------------------------------------------------------------------------------
 # Download
 # --------------------------------------------------------------------------------------------------
 def _default_timeout() -> float:
-    return float(os.environ.get("GIGACOUNT_NET_TIMEOUT", 10.0))
+    text = os.environ.get("GIGACOUNT_NET_TIMEOUT", "10")
+    try:
+        return _check_timeout(float(text), "$GIGACOUNT_NET_TIMEOUT")
+    except ValueError:
+        raise ValueError(f"$GIGACOUNT_NET_TIMEOUT must be a number of seconds > 0, got {text!r}") from None
+
+
+def _check_timeout(timeout: float, what: str = "timeout") -> float:
+    timeout = float(timeout)
+    if not (0 < timeout < float("inf")):
+        raise ValueError(f"{what} must be a number of seconds > 0, got {timeout:g}")
+    return timeout
 
 
 def _progress(total: int | None, initial: int, desc: str, enabled: bool):
@@ -242,31 +295,33 @@ def _connect(url: str, start: int, timeout: float, dest: Path):
 
 
 def download_file(url: str, dest: str | Path, *, sha256: str | None = None, expected_size: int | None = None,
-                  timeout: float | None = None, progress: bool = True) -> Path:
+                  timeout: float | None = None, progress: bool = True, recorded: bool = False) -> Path:
     """Download ``url`` to ``dest`` (streaming, resumable, verified, atomic); returns ``dest``.
 
     * Data goes to ``dest.part``; an existing ``.part`` is resumed with ``Range: bytes=<size>-`` when
       the server answers ``206 Partial Content`` (otherwise the download restarts from zero).
     * When the transfer is complete its size (``expected_size``, else the server's length) and
-      SHA-256 (``sha256``, if given) are checked, then ``.part`` is renamed to ``dest``. A mismatch
-      moves the data to ``dest.corrupt`` and raises :class:`ChecksumError`.
+      SHA-256 (``sha256``, if given) are checked, then ``.part`` is renamed to ``dest``. A size
+      mismatch renames the data ``dest.corrupt``; a SHA-256 mismatch leaves it at ``dest`` (the hash
+      may be mistyped), or renames it ``dest.corrupt`` when ``recorded`` (see :func:`verify_file`).
+      Either raises :class:`ChecksumError`.
     * If ``dest`` already exists it is verified (same checks) and returned without downloading.
     * ``timeout`` (default ``$GIGACOUNT_NET_TIMEOUT`` or 10 s) bounds the connection and each read;
       there is no retry loop. An unreachable host raises :class:`DownloadError` saying how to fetch
       the file by hand and where to put it.
     """
     dest = Path(dest).expanduser()
-    sha256 = _check_hex(sha256)
-    timeout = _default_timeout() if timeout is None else float(timeout)
+    sha256 = check_sha256(sha256)
+    timeout = _default_timeout() if timeout is None else _check_timeout(timeout)
     if dest.exists():
         if sha256 is None:
-            _check_size(dest, expected_size, dest.name)
+            _check_size(dest, expected_size, dest.name, "recorded" if recorded else "expected")
         else:
-            verify_file(dest, sha256=sha256, expected_size=expected_size, progress=progress)
+            verify_file(dest, sha256=sha256, expected_size=expected_size, progress=progress, recorded=recorded)
         _log.info("%s already present (%s); not downloading", dest,
                   "SHA-256 verified" if sha256 else "size checked" if expected_size is not None else "unchecked")
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(dest.parent, "download folder")
     part = dest.with_name(dest.name + ".part")
     start = part.stat().st_size if part.exists() else 0
     if expected_size is not None and start > int(expected_size):
@@ -319,10 +374,16 @@ def download_file(url: str, dest: str | Path, *, sha256: str | None = None, expe
                 raise DownloadError(f"{url}: transfer ended after {received} of {total} bytes; the partial "
                                     f"file is kept at {part}; run again to resume.")
     size = expected_size if expected_size is not None else total
-    if sha256 is None:  # nothing to compare the hash with: check the size only (hashing is the caller's)
-        _check_size(part, size, dest.name)
-    else:
-        verify_file(part, sha256=sha256, expected_size=size, name=dest.name, progress=progress)
+    _check_size(part, size, dest.name, "recorded" if recorded and expected_size is not None else "expected")
+    if sha256 is not None:  # else nothing to compare the hash with (hashing is the caller's)
+        actual = file_sha256(part, progress=progress)
+        if actual != sha256:
+            if recorded:
+                raise _suspect(part, dest.name, f"SHA-256 mismatch: recorded {sha256}, the download has {actual} "
+                                                "(the file on the server changed?)")
+            os.replace(part, dest)
+            raise _given_mismatch(dest, sha256, actual, " (It was downloaded from " + url + "; a run with the "
+                                  "right hash verifies it without downloading it again.)")
     os.replace(part, dest)
     _log.info("downloaded %s -> %s", url, dest)
     return dest
@@ -362,43 +423,80 @@ def _members(archive: Path) -> tuple[str, list[str]]:
     raise ValueError(f"{archive}: not a zip or tar archive (or it is truncated)")
 
 
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile,
+                   NotImplementedError)
+
+
+def _damaged(archive: Path, exc: BaseException, dest: Path | None = None) -> CorruptArchiveError:
+    where = f"; nothing was extracted into {dest}" if dest is not None else ""
+    return CorruptArchiveError(f"{archive}: the archive is damaged ({type(exc).__name__}: {exc}){where}. Delete "
+                               f"{archive} and download it again (`gigacount download ... --sha256 HEX` checks a "
+                               "copy against a hash you trust).")
+
+
+def _clean_stale_extractions(dest: Path, archive: Path, owned: set[str]) -> None:
+    """Empty the temporary folders of an earlier, killed extraction of ``archive`` into ``dest``: only
+    files that are members of the archive are removed; a folder with anything else is named and kept."""
+    legacy = re.compile(rf"\.{re.escape(archive.name)}\.extracting-[^-]+")  # before host/pid were in the name
+    for entry in sorted(dest.iterdir()):
+        stale = temp_dir_is_stale(dest / archive.name, entry.name, ("extracting",))
+        if stale is None:
+            stale = legacy.fullmatch(entry.name) is not None
+        if not stale or entry.is_symlink() or not entry.is_dir():
+            continue  # not ours, or another extraction may still be running
+        left = remove_owned(entry, lambda rel: rel in owned)
+        if left:
+            _log.warning("%s: left by an interrupted extraction; kept because it holds %s, which is not in %s",
+                         entry, left[0], archive.name)
+
+
 def extract_archive(archive: str | Path, dest: str | Path) -> list[Path]:
     """Extract a zip or tar archive into the folder ``dest``; returns the top-level paths created.
 
     Every member is checked first: absolute paths, ``..`` components and links pointing outside are
     refused (``ValueError`` naming the member; nothing is extracted). The archive is extracted into a
     hidden temporary folder inside ``dest`` and its top-level entries are then renamed into place, so
-    an interrupted extraction never leaves a half-filled folder under its final name. A top-level
-    entry that already exists in ``dest`` raises ``FileExistsError``.
+    an interrupted extraction never leaves a half-filled folder under its final name (the next call
+    removes what it left). A top-level entry that already exists in ``dest`` raises
+    ``FileExistsError``; a damaged archive (bad CRC, truncated) raises :class:`CorruptArchiveError`.
     """
     archive, dest = Path(archive), Path(dest)
-    kind, names = _members(archive)
-    tops = sorted({_safe_member(n, archive).parts[0] for n in names if _safe_member(n, archive).parts})
-    dest.mkdir(parents=True, exist_ok=True)
+    if not archive.is_file():
+        raise FileNotFoundError(f"archive not found: {archive}")
+    try:
+        kind, names = _members(archive)
+    except _ARCHIVE_ERRORS as exc:
+        raise _damaged(archive, exc) from exc
+    rels = [_safe_member(n, archive) for n in names]
+    tops = sorted({rel.parts[0] for rel in rels if rel.parts})
+    owned = {str(part) for rel in rels for part in (rel, *rel.parents) if str(part) != "."}
+    ensure_dir(dest, "extraction folder")
     for top in tops:
         if (dest / top).exists():
             raise FileExistsError(f"{dest / top} already exists; remove it (or choose another folder) "
                                   f"before extracting {archive.name}")
-    for stale in dest.glob(f".{archive.name}.extracting-*"):  # left by a killed earlier extraction
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{archive.name}.extracting-", dir=dest))
+    _clean_stale_extractions(dest, archive, owned)
+    tmp = make_temp_dir(dest / archive.name, "extracting")
     try:
-        if kind == "zip":
-            with zipfile.ZipFile(archive) as zf:
-                zf.extractall(tmp)
-        else:
-            with tarfile.open(archive) as tf:
-                if hasattr(tarfile, "data_filter"):
-                    tf.extractall(tmp, filter="data")
-                else:  # pragma: no cover - Python < 3.11.4; members were checked above
-                    tf.extractall(tmp)
+        try:
+            if kind == "zip":
+                with zipfile.ZipFile(archive) as zf:
+                    zf.extractall(tmp)
+            else:
+                with tarfile.open(archive) as tf:
+                    if hasattr(tarfile, "data_filter"):
+                        tf.extractall(tmp, filter="data")
+                    else:  # pragma: no cover - Python < 3.11.4; members were checked above
+                        tf.extractall(tmp)
+        except _ARCHIVE_ERRORS as exc:
+            raise _damaged(archive, exc, dest) from exc
         created = []
         for top in tops:
             os.replace(tmp / top, dest / top)
             created.append(dest / top)
         return created
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # our own folder, holding only what was extracted
 
 
 # --------------------------------------------------------------------------------------------------
@@ -412,6 +510,24 @@ def _library_version() -> str:
 
 def _layout_ok(folder: Path, markers: tuple[str, ...]) -> bool:
     return folder.is_dir() and all((folder / m).is_dir() for m in markers)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    problem = None
+    try:
+        manifest = read_json(path, "download manifest")
+    except (OSError, ValueError) as exc:
+        problem, manifest = str(exc), None
+    if problem is None and not (isinstance(manifest, dict) and all(
+            isinstance(manifest.get(k), t) or manifest.get(k) is None
+            for k, t in (("archive_sha256", str), ("archive_size", int)))):
+        problem = f"{path}: not a download manifest (expected an object with archive_sha256 and archive_size)"
+    if problem is not None:
+        raise ValueError(f"{problem}. It records the archive's SHA-256 for later checks; move it away (or pass "
+                         "--sha256 HEX and delete it) and run again")
+    return manifest
 
 
 def download_dataset(name: str, root: str | Path, *, sha256: str | None = None, url: str | None = None,
@@ -428,8 +544,9 @@ def download_dataset(name: str, root: str | Path, *, sha256: str | None = None, 
     Checksum policy (**pin if known, otherwise record**): no published SHA-256 is known for the official
     archives, so none is built in. With ``sha256=HEX`` the archive must match it. Without it, the hash
     is computed and recorded in the manifest on the first call, and every later call verifies the
-    archive against the recorded value (trust on first use). A mismatch raises :class:`ChecksumError`
-    and moves the archive aside to ``<archive>.corrupt``.
+    archive against the recorded value (trust on first use). A mismatch raises :class:`ChecksumError`:
+    against ``sha256`` the archive stays in place (the value may be mistyped); against the recorded value
+    it is renamed ``<archive>.corrupt`` (``.corrupt-2``, ... if taken).
 
     Datasets without a direct official archive (ShanghaiTech, NWPU-Crowd, JHU-Crowd++) raise
     :class:`ManualDownloadRequired` with the homepage, the expected layout and what to pass.
@@ -438,14 +555,16 @@ def download_dataset(name: str, root: str | Path, *, sha256: str | None = None, 
     root = Path(root).expanduser()
     if not source.automatic:
         raise ManualDownloadRequired(source.manual_instructions(root))
-    pinned = _check_hex(sha256)
+    pinned = check_sha256(sha256)
+    if timeout is not None:
+        _check_timeout(timeout)
     url = url or source.url
     assert source.archive_name is not None and source.folder is not None
-    root.mkdir(parents=True, exist_ok=True)
+    ensure_dir(root, "dataset root (--root)")
     archive = root / source.archive_name
     data_root = root / source.folder
     manifest_path = root / MANIFEST_NAME
-    manifest: dict[str, Any] = read_json(manifest_path, "download manifest") if manifest_path.exists() else {}
+    manifest = _read_manifest(manifest_path)
     recorded = manifest.get("archive_sha256")
     recorded_size = manifest.get("archive_size")
     if pinned is not None and recorded is not None and pinned != recorded:
@@ -455,7 +574,15 @@ def download_dataset(name: str, root: str | Path, *, sha256: str | None = None, 
     expected = pinned or recorded
 
     if archive.exists():
-        digest = verify_file(archive, sha256=expected, expected_size=recorded_size, progress=progress)
+        if pinned is not None and recorded is not None and pinned != recorded:
+            digest = verify_file(archive, progress=progress)
+            if digest != pinned:
+                note = (f" It matches the SHA-256 recorded in {manifest_path} when it was first verified"
+                        if digest == recorded else "")
+                raise _given_mismatch(archive, pinned, digest, note and note + " (check the value you passed).")
+        else:
+            digest = verify_file(archive, sha256=expected, expected_size=recorded_size, progress=progress,
+                                 recorded=pinned is None)
         _log.info("%s: verified (%s)", archive, "pinned SHA-256" if pinned else
                   "recorded SHA-256" if recorded else "SHA-256 computed and recorded")
     elif _layout_ok(data_root, source.markers):
@@ -464,7 +591,7 @@ def download_dataset(name: str, root: str | Path, *, sha256: str | None = None, 
         return data_root
     else:
         download_file(url, archive, sha256=expected, expected_size=recorded_size, timeout=timeout,
-                      progress=progress)
+                      progress=progress, recorded=pinned is None)
         digest = expected or file_sha256(archive, progress=progress)
 
     if not _layout_ok(data_root, source.markers):

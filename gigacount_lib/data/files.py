@@ -7,12 +7,14 @@ Annotations are returned as float64 ``(N, 2)`` arrays of ``(x, y)``, as stored: 
 (MATLAB) shift is applied.
 
 Bad input raises an error that names the file: ``FileNotFoundError``, :class:`CorruptImageError`
-(an image that cannot be decoded, e.g. truncated) or :class:`AnnotationError` (an annotation without
-the expected key or of the wrong shape); :class:`DatasetNotFoundError` is raised by the readers.
+(an image that cannot be decoded, e.g. truncated; :class:`ImageTooLargeError` for a header beyond
+Pillow's decompression-bomb limit) or :class:`AnnotationError` (an annotation that cannot be read,
+without the expected key or of the wrong shape); :class:`DatasetNotFoundError` is raised by the readers.
 """
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,9 @@ from PIL import Image, UnidentifiedImageError
 
 from ..utils import get_logger
 
-__all__ = ["DatasetNotFoundError", "CorruptImageError", "AnnotationError", "read_image_size", "decode_image",
-           "load_rgb_image", "load_mat", "as_point_array", "read_mat_points", "read_shanghaitech_mat",
-           "read_jhu_txt", "read_nwpu_json"]
+__all__ = ["DatasetNotFoundError", "CorruptImageError", "ImageTooLargeError", "AnnotationError", "read_image_size",
+           "decode_image", "load_rgb_image", "load_mat", "as_point_array", "read_mat_points", "read_shanghaitech_mat",
+           "read_jhu_txt", "read_nwpu_json", "read_text_lines"]
 
 _log = get_logger("data.datasets")
 
@@ -36,9 +38,23 @@ class CorruptImageError(ValueError):
     """An image file that cannot be decoded (corrupt, truncated or not an image)."""
 
 
+class ImageTooLargeError(CorruptImageError):
+    """An image whose header announces more pixels than Pillow's decompression-bomb limit allows."""
+
+
 class AnnotationError(ValueError):
     """An annotation file that cannot be read or lacks the expected content."""
 
+
+# Pillow raises these (besides OSError/ValueError) on damaged headers or data
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError,
+                  struct.error)
+
+
+def _too_large(path: Path, err: Exception) -> ImageTooLargeError:
+    return ImageTooLargeError(f"{path}: the image header announces more pixels than Pillow decodes by default "
+                              f"({err}); a corrupt or malicious file is likely. If the image is genuine, raise "
+                              "PIL.Image.MAX_IMAGE_PIXELS before reading it; otherwise re-download or remove it")
 
 
 def read_image_size(path: str | Path) -> tuple[int, int]:
@@ -49,7 +65,9 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
             width, height = img.size
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except Image.DecompressionBombError as err:
+        raise _too_large(path, err) from err
+    except _DECODE_ERRORS as err:
         raise CorruptImageError(f"{path}: cannot read the image header ({err}); the file is corrupt "
                                 "or not an image -- re-download or re-extract it") from err
     return int(height), int(width)
@@ -86,7 +104,9 @@ def decode_image(path: Path) -> tuple[Image.Image, str]:
             return _to_rgb(img, path), img.mode
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except Image.DecompressionBombError as err:
+        raise _too_large(path, err) from err
+    except _DECODE_ERRORS as err:
         raise CorruptImageError(f"{path}: cannot decode the image ({err}); the file is corrupt or "
                                 "truncated -- re-download or re-extract it") from err
 
@@ -151,6 +171,21 @@ def read_shanghaitech_mat(path: Path) -> np.ndarray:
         raise AnnotationError(f"{path}: 'image_info' does not have the ShanghaiTech structure "
                               f"image_info[0, 0][0, 0][0] = (N, 2) points ({err})") from err
     return as_point_array(location, path, "image_info[0,0][0,0][0]")
+
+
+def read_text_lines(path: str | Path, what: str = "text file") -> list[str]:
+    """The lines of a UTF-8 text file (a BOM is ignored); a file in another encoding raises
+    :class:`AnnotationError` naming it and the first bad byte."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise AnnotationError(f"{path}: {what} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
+                              "re-extract it from the official archive, or re-save it as UTF-8") from err
+    return text.splitlines()
 
 
 def read_jhu_txt(path: Path) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GENERATOR_VERSION", "LIGHTING", "SPLITS", "SyntheticConfig", "QUICK_CONFIG",
+__all__ = ["GENERATOR_VERSION", "LIGHTING", "SPLITS", "MAX_SIDE", "SyntheticConfig", "QUICK_CONFIG",
            "scene_count_quantiles", "target_count"]
 
 #: Bump whenever the rendered output changes: it is part of the cache key of the embedded dataset.
@@ -24,6 +24,8 @@ LIGHTING = ("day", "overcast", "dusk", "night")
 SPLITS = {"Train": 0, "Test": 1}
 
 _GOLDEN = 0.6180339887498949
+#: Largest image side (pixels): the scene is rendered at ``supersample`` times this size in memory.
+MAX_SIDE = 4096
 
 
 @dataclass(frozen=True)
@@ -59,17 +61,25 @@ class SyntheticConfig:
     supersample: int = 2              # render at this factor, then downsample (anti-aliasing)
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_test", "max_people"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"SyntheticConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.width < 32 or self.height < 32:
-            raise ValueError(f"SyntheticConfig: image size must be at least 32x32, got {self.width}x{self.height}")
+        for name, low, high in (("n_train", 0, None), ("n_test", 0, None), ("max_people", 0, None),
+                                ("seed", 0, None), ("width", 32, MAX_SIDE), ("height", 32, MAX_SIDE),
+                                ("supersample", 1, 4)):
+            value = getattr(self, name)
+            allowed = f">= {low}" if high is None else f"between {low} and {high}"
+            if name in ("width", "height"):
+                allowed += " (image size in pixels)"
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"SyntheticConfig.{name} must be an integer {allowed}, got {value!r}")
+            if value < low or (high is not None and value > high):
+                raise ValueError(f"SyntheticConfig.{name} must be {allowed}, got {value}")
+            object.__setattr__(self, name, int(value))  # numpy integers -> int (JSON, cache key)
+        if self.n_train + self.n_test < 1:
+            raise ValueError("SyntheticConfig: n_train + n_test must be >= 1 (an empty dataset cannot be read), "
+                             f"got {self.n_train} + {self.n_test}")
         if not 0.0 <= self.zero_fraction < 1.0:
             raise ValueError(f"SyntheticConfig.zero_fraction must be in [0, 1), got {self.zero_fraction}")
         if self.count_median <= 0 or self.count_sigma < 0:
             raise ValueError("SyntheticConfig: count_median must be > 0 and count_sigma >= 0")
-        if self.supersample not in (1, 2, 3, 4):
-            raise ValueError(f"SyntheticConfig.supersample must be 1..4, got {self.supersample}")
         lo, hi = self.jpeg_quality
         if not 1 <= lo <= hi <= 100:
             raise ValueError(f"SyntheticConfig.jpeg_quality must satisfy 1 <= lo <= hi <= 100, got {self.jpeg_quality}")
