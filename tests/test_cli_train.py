@@ -1,0 +1,63 @@
+"""``gigacount train / eval / predict`` end to end on the synthetic data, and their bad-input messages."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from gigacount_lib.cli import main
+
+QUICK = ["--set", "epochs=1", "--set", "data.crop_size=64", "--set", "data.max_eval_images=2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--preset", "cpu-quick", "--out", str(out), *QUICK]) == 0
+    return out
+
+
+def test_train_writes_a_run_folder(trained_run, capsys):
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["status"] == "completed" and "mae_ratio_to_trivial" in summary
+    assert (trained_run / "best_mae.pt").is_file() and (trained_run / "config.json").is_file()
+
+
+def test_predict_counts_images_and_skips_an_unreadable_one(trained_run, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray((torch.rand(100, 140, 3) * 255).byte().numpy()).save(photos / "street.jpg")
+    (photos / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "pred"
+    assert main(["predict", str(trained_run / "best_mae.pt"), str(photos), "--out", str(out), "--device", "cpu"]) == 0
+    rows = list(csv.DictReader((out / "counts.csv").open()))
+    assert [r["image"].rsplit("/", 1)[-1] for r in rows] == ["street.jpg"]
+    assert float(rows[0]["count"]) >= 0 and (out / "street_density.png").stat().st_size > 5000
+    assert "street.jpg" in capsys.readouterr().out
+
+
+def test_eval_reports_the_test_metrics(trained_run, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", str(trained_run / "best_mae.pt"), "--full-image", "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "MAE" in printed and "held-out" in printed
+    assert (out / "per_image.csv").is_file() and (out / "metrics.json").is_file()
+
+
+def test_bad_input_messages(trained_run, tmp_path, capsys):
+    assert main(["train", "--preset", "cpu-quick", "--out", str(tmp_path / "none"), "--resume", *QUICK]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse lists the presets
+        main(["train", "--preset", "gpu-fast"])
+    assert "invalid choice: 'gpu-fast'" in capsys.readouterr().err
+    assert main(["train", "--preset", "cpu-quick", "--set", "optim.learningrate=1", *QUICK]) == 2
+    assert "no field 'optim.learningrate'" in capsys.readouterr().err
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes((trained_run / "best_mae.pt").read_bytes()[:1000])
+    assert main(["predict", str(broken), str(tmp_path)]) == 2
+    assert "broken.pt: corrupt or truncated" in capsys.readouterr().err
+    assert main(["eval", str(trained_run / "best_mae.pt"), "--dataset", "qnrf", "--data", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
