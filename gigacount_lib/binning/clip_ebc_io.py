@@ -83,7 +83,7 @@ def load_clip_ebc_configs(source: "str | os.PathLike | Mapping", reduction: int 
                     raise ValueError(f"{name}: no '{anchor_kind}' anchors for the {gran} bins") from None
                 try:
                     bins = tuple((_bound_from_json(lo), _bound_from_json(hi)) for lo, hi in raw_bins)
-                    cfg = BinConfig(bins=bins, anchor_points=tuple(anchors), reduction=int(reduction),
+                    cfg = BinConfig(bins=bins, anchor_points=tuple(anchors), reduction=reduction,
                                     granularity=gran, anchor_kind=anchor_kind,
                                     metadata={"truncation": int(t_key), "dataset": dataset})
                 except (TypeError, ValueError) as exc:

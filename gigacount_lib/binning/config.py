@@ -8,6 +8,7 @@ class; the methods that need it import it when called.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from .histogram import CountHistogram, check_truncation
 from .rules import Bin, fine_bins, make_bins, validate_bins
 
 __all__ = ["BinConfig"]
+
+_REDUCTIONS = (4, 8, 16, 32, 64)  # block sizes (model output strides, pixels)
 
 
 # JSON spelling shared with CLIP-EBC's files: "inf" for the open bound, whole numbers as ints.
@@ -68,11 +71,19 @@ class BinConfig:
         if len(anchors) != len(self.bins):
             raise ValueError(f"BinConfig: {len(anchors)} anchor points for {len(self.bins)} bins")
         for i, (a, (low, high)) in enumerate(zip(anchors, self.bins)):
-            if not (low <= a <= high) or math.isnan(a):
+            if not math.isfinite(a):
+                raise ValueError(f"BinConfig: anchor_points[{i}]={a} is not finite; an anchor is the count its "
+                                 f"bin [{_bound_to_json(low)}, {_bound_to_json(high)}] stands for, a finite "
+                                 f"number >= {_bound_to_json(low)}")
+            if not (low <= a <= high):
                 raise ValueError(f"BinConfig: anchor_points[{i}]={a} lies outside its bin [{low}, {high}]")
         object.__setattr__(self, "anchor_points", anchors)
-        if self.reduction not in (4, 8, 16, 32, 64):
-            raise ValueError(f"BinConfig: reduction must be one of 4, 8, 16, 32, 64, got {self.reduction}")
+        reduction = self.reduction
+        if isinstance(reduction, bool) or not isinstance(reduction, numbers.Real) \
+                or not math.isfinite(reduction) or int(reduction) != reduction or int(reduction) not in _REDUCTIONS:
+            raise ValueError(f"BinConfig: reduction must be one of {', '.join(map(str, _REDUCTIONS))} "
+                             f"(block size in pixels), got {reduction!r}")
+        object.__setattr__(self, "reduction", int(reduction))
 
     # ------------------------------------------------------------------ basic properties
     @property
@@ -230,8 +241,14 @@ class BinConfig:
             anchors = anchors_by_kind[kind]
         else:
             kind, anchors = anchor_kind or "custom", anchors_by_kind
+        if not isinstance(anchors, (list, tuple)):
+            raise ValueError(f"bin configuration: anchor_points must be a list of numbers, got {anchors!r}")
+        try:
+            anchors = [_bound_from_json(a) for a in anchors]
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bin configuration: anchor_points must be numbers ({exc})") from exc
         return cls(bins=tuple(bins), anchor_points=tuple(anchors),
-                   reduction=int(reduction or data.get("reduction", 8)),
+                   reduction=reduction or data.get("reduction", 8),
                    granularity=data.get("granularity", "custom"), anchor_kind=kind,
                    metadata=dict(data.get("metadata", {})))
 

@@ -23,18 +23,27 @@ GRANULARITIES = ("fine", "coarse", "dynamic", "log")
 def validate_bins(bins: Sequence[Sequence[float]]) -> tuple[Bin, ...]:
     """Check that bins are increasing, non-overlapping, contiguous and cover ``0 … inf``.
 
-    Counts are integers, so ``[a, b]`` followed by ``[b + 1, c]`` is contiguous.
-    Raises ``ValueError`` describing the first problem found.
+    Counts are integers, so the bounds must be whole numbers (the last upper bound is ``inf``) and
+    ``[a, b]`` followed by ``[b + 1, c]`` is contiguous. Raises ``ValueError`` describing the first
+    problem found.
     """
     if len(bins) == 0:
         raise ValueError("bins: at least one bin is required")
     out: list[Bin] = []
     for i, b in enumerate(bins):
-        if len(b) != 2:
+        if isinstance(b, (str, bytes)) or not hasattr(b, "__len__") or len(b) != 2:
             raise ValueError(f"bins[{i}]: expected [low, high], got {b!r}")
-        low, high = float(b[0]), float(b[1])
+        try:
+            low, high = float(b[0]), float(b[1])
+        except (TypeError, ValueError):
+            raise ValueError(f"bins[{i}]: bounds must be numbers (or 'inf' for the last high), got {b!r}") from None
         if math.isnan(low) or math.isnan(high):
             raise ValueError(f"bins[{i}]: NaN bound in {b!r}")
+        for what, value in (("low", low), ("high", high)):
+            if not (value.is_integer() or (what == "high" and value == math.inf)):
+                raise ValueError(f"bins[{i}]: {what} bound {value:g} is not a whole number; block counts are "
+                                 "integers, so bounds must be too (only the last high may be 'inf'), "
+                                 f"e.g. [{math.floor(low)}, {high if math.isinf(high) else math.floor(high):g}]")
         if high < low:
             raise ValueError(f"bins[{i}]: high {high} is below low {low}")
         out.append((low, high))

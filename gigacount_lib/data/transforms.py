@@ -283,7 +283,8 @@ def _pair(size: int | Sequence[int], what: str) -> tuple[int, int]:
 
 def to_image_tensor(image: Any) -> Tensor:
     """PIL image / uint8 or float tensor / ``(H, W, 3)`` array -> contiguous float32 ``(3, H, W)``
-    in ``[0, 1]`` (uint8 is divided by 255; float input is taken to be in ``[0, 1]`` already)."""
+    in ``[0, 1]`` (uint8 is divided by 255; float input must be in ``[0, 1]`` already: values outside
+    it, e.g. 0..255 floats, or NaN raise ``ValueError``)."""
     if isinstance(image, np.ndarray):
         image = torch.from_numpy(np.ascontiguousarray(image))
         if image.ndim == 3 and image.shape[-1] in (1, 3, 4) and image.shape[0] not in (1, 3, 4):
@@ -303,6 +304,12 @@ def to_image_tensor(image: Any) -> Tensor:
         image = image.expand(3, -1, -1).contiguous()
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"expected an RGB image (3, H, W), got shape {tuple(image.shape)}")
+    if not is_uint8 and image.numel():
+        low, high = torch.aminmax(image)
+        low, high = float(low), float(high)
+        if not (-1e-3 <= low and high <= 1 + 1e-3):  # also catches NaN
+            hint = " (it looks like 0..255: divide by 255, or pass uint8)" if high > 1 + 1e-3 and high <= 255 else ""
+            raise ValueError(f"image: float values must lie in [0, 1], got min {low:g}, max {high:g}{hint}")
     return image
 
 

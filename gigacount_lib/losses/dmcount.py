@@ -26,13 +26,15 @@ from __future__ import annotations
 import math
 from typing import Sequence, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .ot import DEFAULT_NUM_ITERS, DEFAULT_REG, OT_MODES, ot_gradient, ot_potentials
 
 __all__ = [
-    "PointsLike", "as_padded_points", "block_counts_padded", "check_loss_inputs", "resolve_checks", "finish_terms",
+    "PointsLike", "as_padded_points", "block_counts_padded", "check_image_size", "check_loss_inputs", "resolve_checks",
+    "finish_terms",
     "count_l1", "tv_term", "ot_surrogate", "DMCountLoss", "LOSS_EPS",
 ]
 
@@ -42,7 +44,8 @@ PointsLike = Union[Sequence[Tensor], tuple[Tensor, Tensor]]
 
 # ---------------------------------------------------------------------------------------------- inputs
 def as_padded_points(points: PointsLike, batch: int, device) -> tuple[Tensor, Tensor]:
-    """A list of ``(N_i, 2)`` tensors or a ``(padded (B, N, 2), mask (B, N))`` pair -> the padded pair."""
+    """A list of ``(N_i, 2)`` tensors (or NumPy arrays) or a ``(padded (B, N, 2), mask (B, N))`` pair ->
+    the padded pair."""
     if isinstance(points, tuple) and len(points) == 2 and torch.is_tensor(points[0]) and points[0].ndim == 3:
         padded, mask = points
         if mask.shape != padded.shape[:2] or mask.dtype != torch.bool:
@@ -51,11 +54,17 @@ def as_padded_points(points: PointsLike, batch: int, device) -> tuple[Tensor, Te
     else:
         from ..data.transforms import pad_points
 
-        points = list(points)
+        if torch.is_tensor(points) or isinstance(points, np.ndarray):
+            raise ValueError(f"points: expected a list of (N_i, 2) tensors, one per image, or a (padded, mask) "
+                             f"pair, got a single {type(points).__name__} of shape {tuple(points.shape)}")
+        points = [torch.from_numpy(np.asarray(p, dtype=np.float32)) if isinstance(p, np.ndarray) else p
+                  for p in points]
         for i, p in enumerate(points):
-            if not torch.is_tensor(p) or p.ndim != 2 or p.shape[-1] != 2:
-                raise ValueError(f"points[{i}]: expected an (N, 2) tensor of (x, y), got "
-                                 f"{getattr(p, 'shape', type(p))}")
+            if not torch.is_tensor(p):
+                raise ValueError(f"points[{i}]: expected an (N, 2) tensor of (x, y), got a {type(p).__name__}; "
+                                 "convert it with torch.as_tensor(..., dtype=torch.float32)")
+            if p.ndim != 2 or p.shape[-1] != 2:
+                raise ValueError(f"points[{i}]: expected an (N, 2) tensor of (x, y), got shape {tuple(p.shape)}")
         if not points:
             raise ValueError("points: empty list")
         padded, mask = pad_points(points)
@@ -79,12 +88,29 @@ def block_counts_padded(points: Tensor, mask: Tensor, grid_size: tuple[int, int]
     return counts.view(batch, 1, h, w)
 
 
+def check_image_size(image_size, where: str = "loss") -> tuple[int, int]:
+    """``image_size`` as ``(H, W)``: two positive whole numbers (pixels); ``ValueError`` otherwise."""
+    try:
+        height, width = (v.item() if torch.is_tensor(v) else v for v in image_size)
+        ok = all(not isinstance(v, bool) and float(v).is_integer() and v > 0 for v in (height, width))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{where}: image_size must be (H, W), two positive integers (the crop size in pixels), "
+                         f"got {image_size!r}")
+    return int(height), int(width)
+
+
 def check_loss_inputs(density: Tensor, image_size: tuple[int, int], reduction: int, *,
                       logits: Tensor | None = None, where: str = "loss") -> tuple[int, int]:
     """Shape checks (no host sync): returns the block grid ``(h, w)``; raises ``ValueError`` on mismatch."""
+    if not torch.is_tensor(density):
+        raise ValueError(f"{where}: density must be a tensor (B, 1, h, w), got a {type(density).__name__}")
     if density.ndim != 4 or density.shape[1] != 1:
         raise ValueError(f"{where}: density must have shape (B, 1, h, w), got {tuple(density.shape)}")
-    height, width = int(image_size[0]), int(image_size[1])
+    if logits is not None and not torch.is_tensor(logits):
+        raise ValueError(f"{where}: logits must be a tensor (B, K, h, w), got a {type(logits).__name__}")
+    height, width = check_image_size(image_size, where)
     grid = (math.ceil(height / reduction), math.ceil(width / reduction))
     if tuple(density.shape[-2:]) != grid:
         raise ValueError(f"{where}: density grid {tuple(density.shape[-2:])} does not match image size "
@@ -97,17 +123,20 @@ def check_loss_inputs(density: Tensor, image_size: tuple[int, int], reduction: i
 
 
 def _input_flags(density: Tensor, points: Tensor, mask: Tensor, image_size: tuple[int, int],
-                 tolerance: float = 1e-3) -> Tensor:
-    """Per-image problem flags ``(B, 3)`` (bad density, negative density, bad points), computed on device."""
+                 tolerance: float = 1e-3, logits: Tensor | None = None) -> Tensor:
+    """Per-image problem flags ``(B, 4)`` (bad density, negative density, bad points, bad logits),
+    computed on device."""
     d = density.detach().flatten(1)
     nonfinite = ~torch.isfinite(d).all(-1)
+    bad_logits = ~torch.isfinite(logits.detach().flatten(1)).all(-1) if logits is not None \
+        else torch.zeros_like(nonfinite)
     negative = (d < 0).any(-1)
     height, width = image_size
     x, y = points[..., 0], points[..., 1]
     outside = (~torch.isfinite(points).all(-1)) | (x < -tolerance) | (x > width + tolerance) \
         | (y < -tolerance) | (y > height + tolerance)
     bad_points = (outside & mask).any(-1)
-    return torch.stack([nonfinite, negative, bad_points], dim=-1)
+    return torch.stack([nonfinite, negative, bad_points, bad_logits], dim=-1)
 
 
 def resolve_checks(flags: Tensor | None, values: Tensor, where: str, image_size: tuple[int, int]) -> list[float]:
@@ -122,11 +151,13 @@ def resolve_checks(flags: Tensor | None, values: Tensor, where: str, image_size:
     merged = torch.cat([values, flags.to(values.dtype).flatten()]).tolist()
     n = values.numel()
     flag_list = merged[n:]
-    batch = len(flag_list) // 3
+    texts = ("NaN or infinite predicted density", "negative predicted density",
+             f"points outside the {image_size[1]}x{image_size[0]} crop (or NaN points)", "NaN or infinite logits")
+    width = flags.shape[-1]
+    batch = len(flag_list) // width
     problems = []
-    for k, text in enumerate(("NaN or infinite predicted density", "negative predicted density",
-                              f"points outside the {image_size[1]}x{image_size[0]} crop (or NaN points)")):
-        bad = [i for i in range(batch) if flag_list[3 * i + k]]
+    for k, text in enumerate(texts[:width]):
+        bad = [i for i in range(batch) if flag_list[width * i + k]]
         if bad:
             problems.append(f"{text} in batch image(s) {bad}")
     if problems:
@@ -257,6 +288,7 @@ class DMCountLoss(nn.Module):
 
     def forward(self, density: Tensor, points: PointsLike, image_size: tuple[int, int]) -> tuple[Tensor, dict]:
         with torch.autocast(device_type=density.device.type, enabled=False):
+            image_size = check_image_size(image_size, "DMCountLoss")
             check_loss_inputs(density, image_size, self.reduction, where="DMCountLoss")
             padded, mask = as_padded_points(points, density.shape[0], density.device)
             flags = _input_flags(density, padded, mask, image_size) if self.check_inputs else None

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..binning import BinConfig
 from .dmcount import (DMCountLoss, PointsLike, _input_flags, as_padded_points, block_counts_padded,
-                      check_loss_inputs, finish_terms)
+                      check_image_size, check_loss_inputs, finish_terms)
 
 __all__ = ["block_targets", "CrossEntropyBlockLoss", "ProbabilityEuclideanLoss", "DACELoss",
            "AdaptiveHybridLoss", "build_loss"]
@@ -77,11 +77,11 @@ class _BlockLossBase(nn.Module):
             lows = self._lower_bounds[device] = self.bin_config.lower_bounds_tensor(device=device)
         return lows
 
-    def _prepare(self, logits: Tensor, density: Tensor, points: PointsLike, image_size, where: str):
+    def _prepare(self, logits: Tensor, density: Tensor, points: PointsLike, image_size: tuple[int, int], where: str):
         grid = check_loss_inputs(density, image_size, self.bin_config.reduction, logits=logits, where=where)
         self.bin_config.check_num_classes(logits.shape[1], where=f"{where}: logits")
         padded, mask = as_padded_points(points, density.shape[0], density.device)
-        flags = _input_flags(density, padded, mask, image_size) if self.check_inputs else None
+        flags = _input_flags(density, padded, mask, image_size, logits=logits) if self.check_inputs else None
         gt_blocks, classes = block_targets(padded, mask, grid, self.bin_config, self.lower_bounds(padded.device))
         dtype = torch.promote_types(logits.dtype, torch.float32)
         return logits.to(dtype), density.to(torch.promote_types(density.dtype, torch.float32)), padded, mask, \
@@ -116,6 +116,7 @@ class DACELoss(_BlockLossBase):
 
     def forward(self, logits: Tensor, density: Tensor, points: PointsLike, image_size) -> tuple[Tensor, dict]:
         with torch.autocast(device_type=density.device.type, enabled=False):
+            image_size = check_image_size(image_size, "DACELoss")
             logits, density, padded, mask, flags, gt_blocks, classes = self._prepare(
                 logits, density, points, image_size, "DACELoss")
             named = {"ce": self.ce(logits, classes)}
@@ -161,6 +162,7 @@ class AdaptiveHybridLoss(_BlockLossBase):
 
     def forward(self, logits: Tensor, density: Tensor, points: PointsLike, image_size) -> tuple[Tensor, dict]:
         with torch.autocast(device_type=density.device.type, enabled=False):
+            image_size = check_image_size(image_size, "AdaptiveHybridLoss")
             logits, density, padded, mask, flags, gt_blocks, classes = self._prepare(
                 logits, density, points, image_size, "AdaptiveHybridLoss")
             zero = density.new_zeros(())

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from ..utils import get_logger
 from .odconv import ODConv2d
-from .pretrained import resolve_timm_weights, resolve_torchvision_convnext_weights
+from .pretrained import WeightsFileError, resolve_timm_weights, resolve_torchvision_convnext_weights
 
 __all__ = ["TruncatedConvNeXt", "convert_blocks_to_odconv", "torchvision_to_timm_convnext", "DEFAULT_CONVNEXT",
            "CHECKPOINTS"]
@@ -115,12 +115,31 @@ def convert_blocks_to_odconv(model: nn.Module, kernel_num: int = 4) -> int:
 
 
 def _load_checkpoint(path: str) -> dict[str, Tensor]:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    """The state dict in a ``.safetensors`` or ``torch.save`` file; :class:`WeightsFileError` names the
+    file when it cannot be read or is not a dict of tensors."""
+    hint = ("re-download it, or pass the ConvNeXt checkpoint itself (torchvision's convnext_tiny-983f1562.pth "
+            "or timm's model.safetensors)")
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
 
-        return load_file(path)
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    return blob.get("state_dict", blob.get("model", blob)) if isinstance(blob, dict) else blob
+            blob = load_file(path)
+        else:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"weights file not found: {path}") from None
+    except Exception as exc:  # noqa: BLE001 - torch/pickle/safetensors raise many types for a damaged file
+        detail = " ".join(str(exc).split())[:200] or "empty or truncated"
+        if "Weights only load failed" in detail:  # torch's advice to unpickle arbitrary objects does not apply
+            detail = "neither a torch.save zip archive nor a pickle of tensors"
+        raise WeightsFileError(f"{path}: cannot read the weights file ({type(exc).__name__}: {detail}); it is "
+                               f"damaged or not a PyTorch checkpoint: {hint}") from exc
+    state = blob.get("state_dict", blob.get("model", blob)) if isinstance(blob, dict) else blob
+    if not isinstance(state, Mapping) or not state or not all(
+            isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise WeightsFileError(f"{path}: not a state dict (a mapping of names to tensors), got "
+                               f"{type(state).__name__}; {hint}")
+    return dict(state)
 
 
 class TruncatedConvNeXt(nn.Module):
@@ -161,12 +180,13 @@ class TruncatedConvNeXt(nn.Module):
             raise ValueError(f"checkpoint='torchvision' holds ConvNeXt-Tiny weights; timm_name={timm_name!r} "
                              "needs checkpoint='timm'")
         if weights_file is not None or (load and checkpoint == "torchvision"):
-            self.backbone = timm.create_model(timm_name, pretrained=False, **kwargs)
             if weights_file is not None:
                 file, source = resolve_timm_weights(timm_name, weights_file)
             else:
                 file, source = resolve_torchvision_convnext_weights()
-            checkpoint = self._load_state_dict(_load_checkpoint(file), num_stages, file)
+            state = _load_checkpoint(file)  # before building: an unreadable file fails at once
+            self.backbone = timm.create_model(timm_name, pretrained=False, **kwargs)
+            checkpoint = self._load_state_dict(state, num_stages, file)
         elif load:  # timm downloads (or reads its cache) itself
             _, source = resolve_timm_weights(timm_name)
             self.backbone = timm.create_model(timm_name, pretrained=True, **kwargs)
@@ -186,7 +206,11 @@ class TruncatedConvNeXt(nn.Module):
     def _load_state_dict(self, state: Mapping[str, Tensor], num_stages: int, path: str) -> str:
         """Load torchvision (``features.*``) or timm (``stem.0.*``, ``stages.0.*``) weights; return which."""
         if any(k.startswith("features.") or re.match(r"\d+\.", k) for k in state):
-            layout, state = "torchvision", torchvision_to_timm_convnext(state, num_stages)
+            try:
+                layout, state = "torchvision", torchvision_to_timm_convnext(state, num_stages)
+            except KeyError as exc:
+                raise WeightsFileError(f"{path}: not a ConvNeXt checkpoint ({exc.args[0]}); pass torchvision's "
+                                       "convnext_tiny weights or timm's") from exc
         else:
             layout = "timm"
             state = {re.sub(r"^(stem|stages)\.(\d+)", r"\1_\2", k): v for k, v in state.items()}
@@ -194,12 +218,14 @@ class TruncatedConvNeXt(nn.Module):
         state = {k: v for k, v in state.items() if k in own}
         missing = sorted(set(own) - set(state))
         if missing:
-            raise ValueError(f"{path}: not a checkpoint of {len(own)}-tensor ConvNeXt backbone: {len(missing)} "
-                             f"weights missing (e.g. {missing[:3]})")
+            raise WeightsFileError(f"{path}: not a checkpoint of this {len(own)}-tensor ConvNeXt backbone: "
+                                   f"{len(missing)} weights missing (e.g. {missing[:3]}); pass the weights of "
+                                   "the model named by timm_name")
         try:
             self.backbone.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise ValueError(f"{path}: weights do not fit this ConvNeXt ({exc})") from exc
+            raise WeightsFileError(f"{path}: weights do not fit this ConvNeXt ({exc}); pass the weights of the "
+                                   "model named by timm_name") from exc
         return layout
 
     def forward(self, x: Tensor) -> list[Tensor]:

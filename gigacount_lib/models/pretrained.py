@@ -14,7 +14,9 @@ Policy (applies to the timm ConvNeXt weights and to the open_clip CLIP towers al
 * Text prototypes (the CLIP text embeddings of the bin prompts) are computed once and stored under
   ``cache_dir()/text_prototypes``, keyed by the CLIP model name, the weights (tag, file or random
   seed) and the prompt list. A rebuild with the same key loads the file and never builds the text
-  tower (nor needs the network).
+  tower (nor needs the network); a damaged cache file is logged and recomputed.
+* A weights file that cannot be read, or holds another model, raises :class:`WeightsFileError`
+  naming the file.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from torch import Tensor
 from ..utils import atomic_write_bytes, cache_dir, get_logger
 
 __all__ = [
-    "PretrainedWeightsUnavailable", "offline_mode", "network_available", "resolve_clip_weights",
+    "PretrainedWeightsUnavailable", "WeightsFileError", "offline_mode", "network_available", "resolve_clip_weights",
     "resolve_timm_weights", "resolve_torchvision_convnext_weights", "TORCHVISION_CONVNEXT_TINY_URL",
     "build_clip_text_tower", "build_clip_visual", "compute_text_prototypes",
     "text_prototype_cache_path", "RANDOM_TEXT_SEED",
@@ -51,6 +53,10 @@ _CACHE_VERSION = 1
 
 class PretrainedWeightsUnavailable(RuntimeError):
     """Pretrained weights were requested but are neither cached locally nor downloadable."""
+
+
+class WeightsFileError(ValueError):
+    """A weights file that cannot be read (damaged, empty, not a checkpoint) or belongs to another model."""
 
 
 # ---------------------------------------------------------------------- connectivity
@@ -221,7 +227,13 @@ def _clip_config(clip_model: str) -> dict:
 def _full_clip_from_file(clip_model: str, path: str):
     import open_clip
 
-    return open_clip.create_model(clip_model, pretrained=path, force_quick_gelu=True)
+    try:
+        return open_clip.create_model(clip_model, pretrained=path, force_quick_gelu=True)
+    except Exception as exc:  # noqa: BLE001 - damaged file or another model's weights
+        detail = " ".join(str(exc).split())[:200] or "empty or truncated"
+        raise WeightsFileError(f"{path}: cannot load it as open_clip {clip_model} weights ({type(exc).__name__}: "
+                               f"{detail}); pass a full CLIP checkpoint of {clip_model} (e.g. the "
+                               "open_clip_pytorch_model.bin of its Hugging Face repo)") from exc
 
 
 def build_clip_text_tower(clip_model: str, weights_file: str | None = None) -> torch.nn.Module:
@@ -283,6 +295,21 @@ def text_prototype_cache_path(clip_model: str, weights: str | None, prompts: Seq
     return cache_dir() / "text_prototypes" / f"{safe}_{digest}.pt"
 
 
+def _read_prototype_cache(path: Path, n_prompts: int) -> tuple[Tensor, int] | None:
+    """``(prototypes, text-tower parameters)`` from a cache file, or None (logged) when it is damaged."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        protos, n_params = blob["prototypes"], int(blob["text_tower_params"])
+        if not torch.is_tensor(protos) or protos.ndim != 2 or protos.shape[0] != n_prompts \
+                or not torch.isfinite(protos).all():
+            raise ValueError(f"expected a finite ({n_prompts}, D) tensor of prototypes")
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError, ...
+        log.warning("%s: damaged text-prototype cache file (%s: %s); recomputing it", path,
+                    type(exc).__name__, " ".join(str(exc).split())[:200])
+        return None
+    return protos.float(), n_params
+
+
 def compute_text_prototypes(clip_model: str, prompts: Sequence[str], *, pretrained: bool = True,
                             tag: str = "openai", weights_path: str | os.PathLike | None = None,
                             use_cache: bool = True) -> tuple[Tensor, dict[str, Any]]:
@@ -306,10 +333,12 @@ def compute_text_prototypes(clip_model: str, prompts: Sequence[str], *, pretrain
                             "random_init": weights is None, "prompts": prompts, "cache_path": str(path),
                             "cache_hit": False}
     if use_cache and path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        info.update(cache_hit=True, text_tower_params=int(blob["text_tower_params"]))
-        log.debug("text prototypes loaded from cache %s", path)
-        return blob["prototypes"].float(), info
+        cached = _read_prototype_cache(path, len(prompts))
+        if cached is not None:
+            protos, n_params = cached
+            info.update(cache_hit=True, text_tower_params=n_params)
+            log.debug("text prototypes loaded from cache %s", path)
+            return protos, info
 
     weights_file = None
     if weights is not None:
