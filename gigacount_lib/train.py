@@ -104,23 +104,23 @@ def backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None = None) -> 
     (scaler.scale(loss) if scaler is not None else loss).backward()
 
 
-def gradient_norm(model: nn.Module, max_norm: float | None) -> torch.Tensor:
-    """Global gradient norm before clipping, as a tensor (no host sync); clips to ``max_norm`` unless None."""
+def gradient_norm(model: nn.Module) -> torch.Tensor:
+    """Global L2 norm of the gradients, as a tensor (no host sync); the gradients are not changed."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.nn.utils.get_total_norm(grads)
+
+
+def clip_gradients(model: nn.Module, max_norm: float | None) -> torch.Tensor:
+    """Scale the gradients so that their global norm is at most ``max_norm`` (``None``: leave them);
+    returns the norm *before* clipping, as a tensor (no host sync)."""
+    if max_norm is None:
+        return gradient_norm(model)
     params = [p for p in model.parameters() if p.grad is not None]
     if not params:
         return torch.zeros(())
-    if max_norm is None:  # measuring only: no pass over the gradients to multiply them by 1
-        total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
-        grads = [p.grad for p in params]
-        if total_norm is not None:
-            return total_norm(grads)
-        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
     return torch.nn.utils.clip_grad_norm_(params, max_norm)
-
-
-def clip_gradients(model: nn.Module, max_norm: float | None) -> float:
-    """Clip the global gradient norm to ``max_norm`` (``None``: only measure it); returns the norm before clipping."""
-    return float(gradient_norm(model, max_norm))
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None) -> None:
@@ -154,7 +154,7 @@ def train_step(model: nn.Module, batch, loss_fn: nn.Module, optimizer: torch.opt
     backward(loss, scaler)
     if scaler is not None:
         scaler.unscale_(optimizer)
-    grad_norm = gradient_norm(model, grad_clip)
+    grad_norm = clip_gradients(model, grad_clip)
     optimizer_step(optimizer, scaler)
     return {**terms, "grad_norm": float(grad_norm), "time_s": time.perf_counter() - start}
 
@@ -548,7 +548,7 @@ class Trainer:
         backward(loss, self.scaler)
         if self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)
-        grad_norm = gradient_norm(self.model, self.config.optim.grad_clip)
+        grad_norm = clip_gradients(self.model, self.config.optim.grad_clip)
         optimizer_step(self.optimizer, self.scaler)
         return {**terms, "grad_norm": float(grad_norm)}
 
