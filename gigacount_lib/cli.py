@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True, help="output folder")
     synth.add_argument("--n-train", type=cli_int(1), default=300, help="training images (>= 1)")
     synth.add_argument("--n-test", type=cli_int(1), default=100, help="test images (>= 1)")
-    synth.add_argument("--seed", type=cli_int(0, 2**63 - 1), default=0)
+    synth.add_argument("--seed", type=cli_int(0), default=0)
     synth.add_argument("--width", type=cli_int(32, MAX_SIDE), default=512, help=f"pixels (32..{MAX_SIDE})")
     synth.add_argument("--height", type=cli_int(32, MAX_SIDE), default=384, help=f"pixels (32..{MAX_SIDE})")
     synth.add_argument("--overwrite", action="store_true",
