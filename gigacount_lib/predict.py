@@ -66,9 +66,6 @@ def predict_images(model, images: Iterable[Path], out_dir: str | os.PathLike | N
     Returns one row per image ``{"image", "count", "height", "width", "mode"}``; unreadable files
     are logged and left out.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     from .data.files import load_rgb_image

@@ -14,10 +14,10 @@ and the density; ``DMCountLoss`` only the density). Under ``use_autocast`` the f
 :func:`gigacount_lib.utils.autocast_dtype` (bfloat16 on CPU and recent GPUs, float16 on older GPUs) and
 the loss in float32. float16 gradients underflow without loss scaling, so float16 autocast needs a
 ``torch.amp.GradScaler`` that lives across steps: :func:`make_grad_scaler` gives one that is active
-only then (a pass-through otherwise), and :func:`train_steps` / :func:`short_training` make it.
+only then (a pass-through otherwise), and :func:`train_steps` makes it.
 
-:func:`short_training` and :func:`evaluate` are the small experiment used by notebook 04 (calibration with
-and without L_Prob, DACE against the Adaptive Hybrid loss on the same budget).
+:class:`Trainer` is the full loop (notebook 05); notebook 04's short loss comparison is
+:mod:`gigacount_lib.losses.experiment`.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from .utils import autocast_dtype, get_logger
 
 __all__ = ["configure_optimizer", "autocast_context", "make_grad_scaler", "compute_loss", "forward_and_loss",
            "check_finite", "backward", "gradient_norm", "clip_gradients", "optimizer_step", "train_step", "train_steps",
-           "evaluate", "short_training", "crowd_loaders", "compare_losses", "build_scheduler", "norm_statistics",
+           "build_scheduler", "norm_statistics",
            "restore_norm_statistics", "StopTraining", "Trainer", "train"]
 
 log = get_logger("train")
@@ -179,94 +179,6 @@ def train_steps(model: nn.Module, loader: Iterable, loss_fn: nn.Module, optimize
         if log_every and (i + 1) % log_every == 0:
             log.info("step %d: loss %.4f (%.2fs)", i + 1, stats["loss"], stats["time_s"])
     return history
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, bin_config, device: torch.device | str = "cpu",
-             n_bins: int = 10) -> dict[str, Any]:
-    """Image-count MAE/RMSE and block-level calibration over a loader of ``CrowdBatch``.
-
-    Returns ``mae, rmse``, top-label ``ece`` and ``classwise_ece`` of the bin probabilities, the block
-    accuracy (all blocks, and blocks with at least one head), and the reliability statistics.
-    """
-    from .losses.calibration import block_probabilities, reliability_stats
-
-    model.eval()
-    errors, probs, classes = [], [], []
-    for batch in loader:
-        batch = batch.to(device)
-        out = model(batch.images)
-        pred = out.density.float().flatten(1).sum(-1).cpu()
-        errors.append(pred - torch.tensor([float(p.shape[0]) for p in batch.points]))
-        p, cls = block_probabilities(out.logits, batch.points, bin_config)
-        probs.append(p.cpu())
-        classes.append(cls.cpu())
-    err = torch.cat(errors)
-    probs_all, classes_all = torch.cat(probs), torch.cat(classes)
-    stats = reliability_stats(probs_all, classes_all, n_bins=n_bins)
-    classwise = reliability_stats(probs_all, classes_all, n_bins=n_bins, kind="classwise")
-    nonempty = classes_all > 0
-    return {"mae": float(err.abs().mean()), "rmse": math.sqrt(float(err.pow(2).mean())), "ece": stats.ece,
-            "classwise_ece": classwise.ece,
-            "block_accuracy": float((probs_all.argmax(1) == classes_all).double().mean()),
-            "nonempty_block_accuracy": float((probs_all.argmax(1) == classes_all)[nonempty].double().mean())
-            if bool(nonempty.any()) else float("nan"),
-            "reliability": stats, "reliability_classwise": classwise, "images": int(err.numel())}
-
-
-def short_training(model: nn.Module, loss_fn: nn.Module, train_loader: Iterable, *, steps: int, lr: float = 1e-4,
-                   weight_decay: float = 1e-4, device: torch.device | str = "cpu", use_autocast: bool = False,
-                   grad_clip: float | None = 1.0, seed: int = 0) -> list[dict[str, float]]:
-    """Train ``model`` for ``steps`` AdamW steps with ``loss_fn`` (seeded); returns the per-step history."""
-    torch.manual_seed(seed)
-    model.to(device)
-    optimizer = configure_optimizer(model, lr=lr, weight_decay=weight_decay)
-    return train_steps(model, train_loader, loss_fn, optimizer, steps=steps, device=device,
-                       use_autocast=use_autocast, grad_clip=grad_clip)
-
-
-def crowd_loaders(data_root, *, crop_size: int, batch_size: int, seed: int = 0, max_test_size: int | None = None):
-    """Train loader (random crops, shuffled with a seeded generator) and test loader (batch 1, full images)."""
-    from torch.utils.data import DataLoader
-
-    from .data.datasets import QNRFDataset
-    from .data.transforms import collate_crowd, eval_transforms, train_transforms
-
-    train = QNRFDataset(data_root, "train", transform=train_transforms(crop_size))
-    test = QNRFDataset(data_root, "test", transform=eval_transforms(), max_size=max_test_size)
-    gen = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(train, batch_size=batch_size, shuffle=True, collate_fn=collate_crowd,
-                              generator=gen, drop_last=True)
-    test_loader = DataLoader(test, batch_size=1, shuffle=False, collate_fn=collate_crowd)
-    return train_loader, test_loader
-
-
-def compare_losses(loss_fns: dict[str, nn.Module], train_loader, test_loader, bin_config, *, steps: int,
-                   model_name: str = "gigacount", lr: float = 1e-4, device: torch.device | str = "cpu",
-                   seed: int = 0, use_autocast: bool = False) -> dict[str, dict[str, Any]]:
-    """Train one fresh random-init model per loss on the same budget and data order; evaluate each.
-
-    Every run starts from the same seed (same initial weights, same crops and batches), so the
-    losses are the only difference. Returns ``{name: {"history", "mae", "rmse", "ece", ...}}``.
-    """
-    from .models import build_model
-    from .utils import seed_everything
-
-    results = {}
-    for name, loss_fn in loss_fns.items():
-        seed_everything(seed)
-        generator = getattr(train_loader, "generator", None)
-        if generator is not None:  # same shuffling order for every loss
-            generator.manual_seed(seed)
-        model = build_model(model_name, bin_config, pretrained=None).to(device)
-        start = time.perf_counter()
-        history = short_training(model, loss_fn, train_loader, steps=steps, lr=lr, device=device, seed=seed,
-                                 use_autocast=use_autocast)
-        metrics = evaluate(model, test_loader, bin_config, device=device)
-        metrics["train_time_s"] = time.perf_counter() - start
-        results[name] = {"history": history, **metrics}
-        log.info("%s: MAE %.2f, ECE %.3f after %d steps", name, metrics["mae"], metrics["ece"], steps)
-    return results
 
 
 # ==================================================================================================
@@ -435,12 +347,13 @@ class Trainer:
         """``config.json`` and ``run.json``: what is needed to repeat the run."""
         import platform
         import subprocess
+        from pathlib import Path
 
         from .utils import atomic_write_json, library_versions
 
         try:
             commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                    cwd=str(__import__("pathlib").Path(__file__).resolve().parent)).stdout.strip()
+                                    cwd=str(Path(__file__).resolve().parent)).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             commit = ""
         atomic_write_json(self.out_dir / "config.json", self.config.to_dict())

@@ -66,3 +66,17 @@ def run_notebook_and_check(name: str, tmp_path: Path, figures: tuple[str, ...] =
         assert path.is_file(), f"{name}: figure {fig}.png was not written"
         assert path.stat().st_size > 5_000, f"{name}: figure {fig}.png looks empty"
     return notebook_output_text(executed)
+
+
+def write_zip_with_bad_crc(archive: Path) -> Path:
+    """A UCF-QNRF-like zip whose second member's data is corrupted (its CRC check fails on extraction)."""
+    import zipfile
+
+    payload = b"B" * 4096
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("UCF-QNRF_ECCV18/Train/a.txt", b"A" * 4096)
+        zf.writestr("UCF-QNRF_ECCV18/Train/b.txt", payload)
+    raw = archive.read_bytes()
+    at = raw.index(payload)
+    archive.write_bytes(raw[:at] + b"C" + raw[at + 1:])
+    return archive

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_zip_with_bad_crc
 import scipy.io
 import torch
 from PIL import Image
@@ -655,14 +656,7 @@ def test_verify_file_with_a_given_hash_keeps_the_file(tmp_path):
 
 
 def test_zip_member_with_a_bad_crc(tmp_path):
-    archive = tmp_path / "broken.zip"
-    payload = b"B" * 4096
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("UCF-QNRF_ECCV18/Train/a.txt", b"A" * 4096)
-        zf.writestr("UCF-QNRF_ECCV18/Train/b.txt", payload)
-    raw = archive.read_bytes()
-    at = raw.index(payload)
-    archive.write_bytes(raw[:at] + b"C" + raw[at + 1:])
+    archive = write_zip_with_bad_crc(tmp_path / "broken.zip")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "mine.txt").write_text("keep")
     before = _tree(tmp_path)

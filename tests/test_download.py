@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_zip_with_bad_crc
 import scipy.io
 from PIL import Image
 
@@ -298,14 +299,7 @@ def test_qnrf_not_found_error_points_to_the_download_command(tmp_path):
 
 def test_failed_extraction_leaves_nothing_under_the_final_name(tmp_path):
     """A member with a bad CRC fails half-way: no partial folder appears, the temporary one is removed."""
-    archive = tmp_path / "broken.zip"
-    payload = b"B" * 4096
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("UCF-QNRF_ECCV18/Train/a.txt", b"A" * 4096)
-        zf.writestr("UCF-QNRF_ECCV18/Train/b.txt", payload)
-    raw = archive.read_bytes()
-    at = raw.index(payload)
-    archive.write_bytes(raw[:at] + b"C" + raw[at + 1:])  # corrupt the second member's data
+    archive = write_zip_with_bad_crc(tmp_path / "broken.zip")
     dest = tmp_path / "out"
     dest.mkdir()
     (dest / f".{archive.name}.extracting-stale").mkdir()  # left over by a killed earlier run

@@ -10,8 +10,9 @@ from torch import nn
 from gigacount_lib.binning import BinConfig
 from gigacount_lib.data.transforms import collate_crowd
 from gigacount_lib.losses import AdaptiveHybridLoss, DACELoss, DMCountLoss
-from gigacount_lib.train import (backward, check_finite, clip_gradients, configure_optimizer, evaluate, forward_and_loss,
-                                 short_training, train_step, train_steps)
+from gigacount_lib.losses.experiment import evaluate, short_training
+from gigacount_lib.train import (backward, check_finite, clip_gradients, configure_optimizer, forward_and_loss,
+                                 train_step, train_steps)
 
 BC = BinConfig.gigacount_qnrf()
 

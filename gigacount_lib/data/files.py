@@ -13,10 +13,11 @@ without the expected key or of the wrong shape); :class:`DatasetNotFoundError` i
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -57,19 +58,26 @@ def _too_large(path: Path, err: Exception) -> ImageTooLargeError:
                               "PIL.Image.MAX_IMAGE_PIXELS before reading it; otherwise re-download or remove it")
 
 
-def read_image_size(path: str | Path) -> tuple[int, int]:
-    """``(H, W)`` from the image header only (PIL opens lazily; no pixel is decoded)."""
-    path = Path(path)
+@contextlib.contextmanager
+def _open_image(path: Path, action: str, cause: str) -> Iterator[Image.Image]:
+    """``Image.open(path)`` whose errors (also those raised in the ``with`` body) name the file;
+    a corrupt file's message says which ``action`` failed and its likely ``cause``."""
     try:
         with Image.open(path) as img:
-            width, height = img.size
+            yield img
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except Image.DecompressionBombError as err:
         raise _too_large(path, err) from err
     except _DECODE_ERRORS as err:
-        raise CorruptImageError(f"{path}: cannot read the image header ({err}); the file is corrupt "
-                                "or not an image -- re-download or re-extract it") from err
+        raise CorruptImageError(f"{path}: {action} ({err}); {cause} -- re-download or re-extract it") from err
+
+
+def read_image_size(path: str | Path) -> tuple[int, int]:
+    """``(H, W)`` from the image header only (PIL opens lazily; no pixel is decoded)."""
+    path = Path(path)
+    with _open_image(path, "cannot read the image header", "the file is corrupt or not an image") as img:
+        width, height = img.size
     return int(height), int(width)
 
 
@@ -97,18 +105,10 @@ def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
 
 def decode_image(path: Path) -> tuple[Image.Image, str]:
     """Decode an image fully: ``(8-bit RGB image, PIL mode stored in the file)``."""
-    try:
-        with Image.open(path) as img:
-            img.load()  # force decoding now so that truncated files fail here, with the file name
-            # leaving the block only closes the file; the decoded pixels stay with ``img``
-            return _to_rgb(img, path), img.mode
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file not found: {path}") from None
-    except Image.DecompressionBombError as err:
-        raise _too_large(path, err) from err
-    except _DECODE_ERRORS as err:
-        raise CorruptImageError(f"{path}: cannot decode the image ({err}); the file is corrupt or "
-                                "truncated -- re-download or re-extract it") from err
+    with _open_image(path, "cannot decode the image", "the file is corrupt or truncated") as img:
+        img.load()  # force decoding now so that truncated files fail here, with the file name
+        # leaving the block only closes the file; the decoded pixels stay with ``img``
+        return _to_rgb(img, path), img.mode
 
 
 def load_rgb_image(path: str | Path) -> Image.Image:
