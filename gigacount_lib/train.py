@@ -250,19 +250,39 @@ class Trainer:
 
     # -------------------------------------------------------------------- set-up steps
     def setup_distributed(self) -> None:
-        """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join the group (nccl on CUDA, gloo on CPU)."""
-        import os
+        """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join the group (nccl on CUDA, gloo on CPU).
 
-        import torch.distributed as dist
+        A group that already exists (made by the caller) is used as it is and left running at the end;
+        one made here is destroyed at the end of :meth:`fit`. On ranks other than 0 the library's
+        log shows warnings and errors only (rank 0 logs for the run).
+        """
+        import logging
 
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        from . import distributed as D
+
+        self.world_size, self.rank, self.local_rank = D.env_world()
         self.distributed = self.world_size > 1
-        if self.distributed and not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() and self.config.device != "cpu" else "gloo"
-            dist.init_process_group(backend)
+        device_type = "cuda" if torch.cuda.is_available() and self.config.device != "cpu" else "cpu"
+        self.owns_process_group = D.init_distributed(device_type) if self.distributed else False
+        if self.distributed:
+            self.world_size, self.rank = D.get_world_size(), D.get_rank()
         self.is_main = self.rank == 0
+        self.log_level = None
+        if not self.is_main:
+            root = get_logger()
+            self.log_level = root.level
+            root.setLevel(max(root.level, logging.WARNING))
+
+    def teardown_distributed(self) -> None:
+        """Undo :meth:`setup_distributed`: the log level, and the process group if this Trainer made it."""
+        from . import distributed as D
+
+        if getattr(self, "log_level", None) is not None:
+            get_logger().setLevel(self.log_level)
+            self.log_level = None
+        if getattr(self, "owns_process_group", False):
+            D.destroy_distributed()
+            self.owns_process_group = False
 
     def setup_device(self) -> None:
         from .utils import select_device
@@ -323,12 +343,17 @@ class Trainer:
             self.bin_config = getattr(BinConfig, m.bins)()
         else:
             self.bin_config = BinConfig.load(m.bins)
-        model = build_model(m.name, self.bin_config, pretrained=m.pretrained, **m.options).to(self.device)
+        from .distributed import convert_sync_batchnorm, local_main_first
+
+        with local_main_first(self.local_rank):  # the first process of each node fills the weights caches
+            model = build_model(m.name, self.bin_config, pretrained=m.pretrained, **m.options)
+        model = model.to(self.device)
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            if self.device.type == "cuda":  # SyncBatchNorm runs on CUDA only
-                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            # BatchNorm statistics over the global batch: torch's SyncBatchNorm on CUDA, CPUSyncBatchNorm
+            # on CPU (gloo); the state-dict keys stay those of the plain model.
+            model = convert_sync_batchnorm(model, device=self.device)
             model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.model = model
         self.raw_model = model.module if self.distributed else model
@@ -437,7 +462,10 @@ class Trainer:
         """
         self.model.train()
         batch = batch.to(self.device, non_blocking=True)
-        if not bool(torch.isfinite(batch.images).all()):
+        inputs_finite = bool(torch.isfinite(batch.images).all())
+        if self.distributed:  # every rank skips, or none does (the forward pass has collectives)
+            inputs_finite = self.all_ranks_agree(inputs_finite)
+        if not inputs_finite:
             return None
         saved = norm_statistics(self.raw_model)
         rng = torch.get_rng_state(), (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
@@ -466,20 +494,16 @@ class Trainer:
         return {**terms, "grad_norm": float(grad_norm)}
 
     def all_ranks_agree(self, flag: bool) -> bool:
-        import torch.distributed as dist
+        """True when ``flag`` is true on every rank (a collective: every rank must call it)."""
+        from .distributed import all_ranks
 
-        value = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        dist.all_reduce(value, op=dist.ReduceOp.MIN)
-        return bool(value.item() > 0)
+        return all_ranks(flag)[0]
 
     def reduce_terms(self, terms: dict[str, float]) -> dict[str, float]:
         """Average the logged loss terms over the ranks (the gradients are averaged by DDP)."""
-        import torch.distributed as dist
+        from .distributed import all_reduce_mean
 
-        keys = sorted(terms)
-        values = torch.tensor([terms[k] for k in keys], dtype=torch.float64, device=self.device)
-        dist.all_reduce(values)
-        return {k: float(v) / self.world_size for k, v in zip(keys, values.tolist())}
+        return all_reduce_mean(terms)
 
     # -------------------------------------------------------------------- evaluation
     def evaluate(self, dataset) -> dict[str, Any]:
@@ -542,14 +566,26 @@ class Trainer:
 
     # -------------------------------------------------------------------- the loop
     def fit(self) -> dict[str, Any]:
-        """Train until the epochs, the time budget, the patience or a signal ends the run; returns the summary."""
+        """Train until the epochs, the time budget, the patience or a signal ends the run; returns the summary.
+
+        Under torchrun every rank returns rank 0's summary; the process group is destroyed at the end
+        when this Trainer created it.
+        """
+        self.setup_distributed()
+        try:
+            return self._fit()
+        finally:
+            self.teardown_distributed()
+
+    def _fit(self) -> dict[str, Any]:
+        from .distributed import broadcast_object, local_main_first
         from .utils import seed_everything
 
-        self.setup_distributed()
         seed_everything(self.config.seed)
         self.setup_device()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.setup_data()
+        with local_main_first(self.local_rank):  # the first process of each node fills the data caches
+            self.setup_data()
         self.setup_model()
         self.global_step, self.best, self.bad_evals, self.train_seconds = 0, {}, 0, 0.0
         self.epoch_sums, self.epoch_done = {}, 0
@@ -567,10 +603,14 @@ class Trainer:
             self.restore_signal_handlers(previous_handlers)
             if self.tensorboard is not None:
                 self.tensorboard.close()
-        return self.finish(status)
+        summary = self.finish(status)  # evaluates and writes on rank 0 only
+        # the other ranks wait here for rank 0's summary (and leave together, summary.json written)
+        return broadcast_object(summary) if self.distributed else summary
 
     def loop(self, start_epoch: int, start_step: int) -> str:
         from tqdm.auto import tqdm
+
+        from .distributed import any_rank
 
         c = self.config
         steps_per_epoch = self.sampler.batches_per_epoch()
@@ -606,11 +646,16 @@ class Trainer:
                 now = time.perf_counter()
                 self.train_seconds += now - tick
                 tick = now
+                over_budget = c.max_minutes is not None and self.train_seconds > 60 * c.max_minutes
+                if self.distributed:  # a signal or the budget reaches the ranks at different steps: stop together
+                    signalled, over_budget = any_rank(self.stop_reason is not None, over_budget)
+                    if signalled and self.stop_reason is None:
+                        self.stop_reason = "signal on another rank"
                 if self.stop_reason and step + 1 < steps_per_epoch:
                     bar.close()  # a signal: save the exact position and leave (resume continues this epoch)
                     self.save("last.pt", epoch, step + 1)
                     return "interrupted"
-                if c.max_minutes is not None and self.train_seconds > 60 * c.max_minutes:
+                if over_budget:
                     self.stop_reason = "time budget"  # finish this epoch's bookkeeping, then stop
                     break
             bar.close()
@@ -628,7 +673,10 @@ class Trainer:
             self.write_log()
             if self.stop_reason:
                 return "time budget" if self.stop_reason == "time budget" else "interrupted"
-            if c.patience is not None and self.bad_evals >= c.patience:
+            out_of_patience = c.patience is not None and self.bad_evals >= c.patience
+            if self.distributed and c.patience is not None:  # rank 0 evaluates: its count decides
+                out_of_patience = any_rank(out_of_patience)[0]
+            if out_of_patience:
                 log.info("no improvement in %d evaluations: stopping (patience)", self.bad_evals)
                 return "patience"
         return "completed"
