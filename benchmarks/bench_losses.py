@@ -40,8 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from gigacount_lib.binning import BinConfig  # noqa: E402
 from gigacount_lib.data.transforms import collate_crowd, pad_points  # noqa: E402
-from gigacount_lib.losses import AdaptiveHybridLoss  # noqa: E402
-from gigacount_lib.losses.dmcount import LOSS_EPS, ot_surrogate  # noqa: E402
+from gigacount_lib.losses import LOSS_EPS, AdaptiveHybridLoss, ot_surrogate  # noqa: E402
 from gigacount_lib.losses.ot import ot_potentials, published_squared_distances  # noqa: E402
 from gigacount_lib.utils import atomic_write_json, library_versions  # noqa: E402
 

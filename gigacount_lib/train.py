@@ -77,16 +77,13 @@ def make_grad_scaler(device: torch.device | str, use_autocast: bool) -> torch.am
 
 
 def compute_loss(loss_fn: nn.Module, output, batch) -> tuple[torch.Tensor, dict[str, float]]:
-    """Call ``loss_fn`` with what it needs from a ``CountingOutput`` and a ``CrowdBatch``."""
-    from .losses import DMCountLoss
-
-    if isinstance(loss_fn, DMCountLoss):
-        return loss_fn(output.density, batch.points, batch.image_size)
-    return loss_fn(output.logits, output.density, batch.points, batch.image_size)
+    """``loss_fn(output, batch)``: every loss takes the ``CountingOutput`` and the ``CrowdBatch``."""
+    return loss_fn(output, batch)
 
 
 def forward_and_loss(model: nn.Module, batch, loss_fn: nn.Module, *, use_autocast: bool = False):
-    """Forward pass and loss (the loss itself is float32 even under autocast). Returns ``(loss, terms)``."""
+    """Forward pass under autocast, then ``loss_fn(output, batch)`` (the loss itself is float32 even
+    under autocast). Returns ``(loss, terms)``."""
     device = batch.images.device
     with autocast_context(device, use_autocast):
         output = model(batch.images)

@@ -555,7 +555,7 @@ def test_nan_logits_are_refused():
     density, logits, points = _loss_inputs()
     logits[0, 2, 1, 1] = float("nan")
     with pytest.raises(ValueError) as err:
-        AdaptiveHybridLoss(BinConfig.gigacount_qnrf())(logits, density, points, (32, 32))
+        AdaptiveHybridLoss(BinConfig.gigacount_qnrf()).compute(logits, density, points, (32, 32))
     assert "AdaptiveHybridLoss" in str(err.value) and "NaN or infinite logits" in str(err.value)
 
 
@@ -563,14 +563,14 @@ def test_nan_density_is_refused():
     density, _, points = _loss_inputs()
     density[0, 0, 0, 0] = float("inf")
     with pytest.raises(ValueError, match="DMCountLoss: NaN or infinite predicted density"):
-        DMCountLoss(8)(density, points, (32, 32))
+        DMCountLoss(8).compute(None, density, points, (32, 32))
 
 
 @pytest.mark.parametrize("image_size", [32, (32,), (32, -8), (32.5, 32), "32x32", None])
 def test_image_size_must_be_two_positive_integers(image_size):
     density, logits, points = _loss_inputs()
-    for call in (lambda: DMCountLoss(8)(density, points, image_size),
-                 lambda: AdaptiveHybridLoss(BinConfig.gigacount_qnrf())(logits, density, points, image_size)):
+    for call in (lambda: DMCountLoss(8).compute(None, density, points, image_size),
+                 lambda: AdaptiveHybridLoss(BinConfig.gigacount_qnrf()).compute(logits, density, points, image_size)):
         with pytest.raises(ValueError) as err:
             call()
         assert "image_size must be (H, W)" in str(err.value)
@@ -579,8 +579,8 @@ def test_image_size_must_be_two_positive_integers(image_size):
 def test_numpy_points_are_accepted():
     density, _, points = _loss_inputs()
     loss = DMCountLoss(8)
-    expected, _ = loss(density, points, (32, 32))
-    got, _ = loss(density, [points[0].numpy().astype(np.float64)], (32, 32))
+    expected, _ = loss.compute(None, density, points, (32, 32))
+    got, _ = loss.compute(None, density, [points[0].numpy().astype(np.float64)], (32, 32))
     torch.testing.assert_close(got, expected)
 
 
@@ -592,7 +592,7 @@ def test_numpy_points_are_accepted():
 def test_malformed_points(points, match):
     density, _, _ = _loss_inputs()
     with pytest.raises(ValueError, match=match):
-        DMCountLoss(8)(density, points, (32, 32))
+        DMCountLoss(8).compute(None, density, points, (32, 32))
 
 
 # --------------------------------------------------------------------------------------------------

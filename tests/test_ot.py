@@ -296,7 +296,7 @@ def test_autograd_of_ot_term_equals_dual_potential_formula(mode):
     pts, gen = random_batch(8, [9, 0, 1], (32, 48))
     density = (torch.rand(3, 1, 4, 6, generator=gen) + 0.1).requires_grad_(True)
     loss_fn = DMCountLoss(8, mode=mode, weight_count=0.0, weight_tv=0.0, weight_ot=1.0)
-    loss, terms = loss_fn(density, pts, (32, 48))
+    loss, terms = loss_fn.compute(None, density, pts, (32, 48))
     loss.backward()
     padded, mask = pad_points(pts)
     s = density.detach().flatten(1)

@@ -14,21 +14,32 @@ logits ``z`` (``K x h x w``), probabilities ``p = softmax(z)`` over the bins, th
   ``"dmcount"`` (DM-Count), ``"mae"`` or ``"mse"`` (the latter two blockwise, ``sum_blocks |s - g|`` or
   ``(s - g)^2``, averaged over images, as in CLIP-EBC's code).
 
-Every loss takes ``(logits, density, points, image_size)`` and returns ``(loss, terms)`` with ``terms``
-a dict of floats for logging (one host sync per call, which also resolves the input checks).
+Every loss is called as ``loss_fn(output, batch) -> (loss, terms)`` with a ``CountingOutput`` and a
+``CrowdBatch``, or on raw tensors as ``loss_fn.compute(logits, density, points, image_size)``; ``terms``
+is a dict of floats for logging (one host sync per call, which also resolves the input checks). The
+block targets are made from the batch's points at ``bin_config.reduction``, which must be the model's
+output stride (checked against the output grid and the image size). :class:`CrossEntropyBlockLoss`
+and :class:`ProbabilityEuclideanLoss` are L_CE and L_Prob alone as training losses; the functions
+:func:`cross_entropy_blocks` and :func:`probability_euclidean` compute them from logits and classes.
+
+References: "GigaCount: Enhancing Crowd Counting by Integrating a Multi-Scale Feature Fusion Model
+into CLIP-EBC" (eq. 1-4; official code AdamHermes/GigaCount); Ma, Sanchez, Guha, "CLIP-EBC: CLIP Can
+Count Accurately through Enhanced Blockwise Classification", arXiv:2403.09281 (DACE); Wang et al.,
+"Distribution Matching for Crowd Counting", NeurIPS 2020 (DM-Count).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..binning import BinConfig
-from .dmcount import (DMCountLoss, PointsLike, _input_flags, as_padded_points, block_counts_padded,
+from ._common import (CountingLoss, PointsLike, _input_flags, as_padded_points, block_counts_padded,
                       check_image_size, check_loss_inputs, finish_terms)
+from .dmcount import DMCountLoss
 
-__all__ = ["block_targets", "CrossEntropyBlockLoss", "ProbabilityEuclideanLoss", "DACELoss",
-           "AdaptiveHybridLoss", "build_loss"]
+__all__ = ["block_targets", "cross_entropy_blocks", "probability_euclidean", "CrossEntropyBlockLoss",
+           "ProbabilityEuclideanLoss", "DACELoss", "AdaptiveHybridLoss", "LOSS_NAMES", "build_loss"]
 
 
 def block_targets(points: Tensor, mask: Tensor, grid_size: tuple[int, int], bin_config: BinConfig,
@@ -45,30 +56,39 @@ def block_targets(points: Tensor, mask: Tensor, grid_size: tuple[int, int], bin_
     return counts, classes
 
 
-class CrossEntropyBlockLoss(nn.Module):
-    r"""``L_CE = (1/B) sum_b sum_{blocks} -log softmax(z)_{c}`` (cross-entropy per block, summed, batch mean)."""
+def cross_entropy_blocks(logits: Tensor, classes: Tensor) -> Tensor:
+    r"""``L_CE = (1/B) sum_b sum_{blocks} -log softmax(z)_{c}`` (GigaCount eq. 2-3).
 
-    def forward(self, logits: Tensor, classes: Tensor) -> Tensor:
-        return F.cross_entropy(logits, classes, reduction="none").flatten(1).sum(-1).mean()
-
-
-class ProbabilityEuclideanLoss(nn.Module):
-    r"""``L_Prob = (1/B) sum_b sum_{blocks} || softmax(z) - onehot(c) ||_2^2`` (GigaCount eq. 4)."""
-
-    def forward(self, logits: Tensor, classes: Tensor) -> Tensor:
-        probs = logits.softmax(dim=1)
-        onehot = F.one_hot(classes, num_classes=logits.shape[1]).movedim(-1, 1).to(probs.dtype)
-        return (probs - onehot).pow(2).sum(1).flatten(1).sum(-1).mean()
+    ``logits`` ``(B, K, h, w)``, ``classes`` ``(B, h, w)`` int64 (e.g. from :func:`block_targets`).
+    """
+    return F.cross_entropy(logits, classes, reduction="none").flatten(1).sum(-1).mean()
 
 
-class _BlockLossBase(nn.Module):
-    """Shared plumbing: shape/class checks, targets, float32 computation, one-sync logging."""
+def probability_euclidean(logits: Tensor, classes: Tensor) -> Tensor:
+    r"""``L_Prob = (1/B) sum_b sum_{blocks} || softmax(z) - onehot(c) ||_2^2`` (GigaCount eq. 4).
+
+    ``logits`` ``(B, K, h, w)``, ``classes`` ``(B, h, w)`` int64 (e.g. from :func:`block_targets`).
+    """
+    probs = logits.softmax(dim=1)
+    onehot = F.one_hot(classes, num_classes=logits.shape[1]).movedim(-1, 1).to(probs.dtype)
+    return (probs - onehot).pow(2).sum(1).flatten(1).sum(-1).mean()
+
+
+class _BlockLossBase(CountingLoss):
+    """Shared plumbing: shape/class checks, targets, float32 computation, one-sync logging.
+
+    A subclass sets ``uses_density`` and implements ``_named_terms``, which returns the loss and its
+    named terms as tensors; :meth:`compute` does the rest.
+    """
+
+    uses_density = True
 
     def __init__(self, bin_config: BinConfig, check_inputs: bool = True) -> None:
         super().__init__()
+        if not isinstance(bin_config, BinConfig):
+            raise TypeError(f"{type(self).__name__}: bin_config must be a BinConfig, got a {type(bin_config).__name__}")
         self.bin_config = bin_config
         self.check_inputs = check_inputs
-        self.ce = CrossEntropyBlockLoss()
         self._lower_bounds: dict[torch.device, Tensor] = {}  # per device, made once (see block_targets)
 
     def lower_bounds(self, device: torch.device) -> Tensor:
@@ -77,15 +97,37 @@ class _BlockLossBase(nn.Module):
             lows = self._lower_bounds[device] = self.bin_config.lower_bounds_tensor(device=device)
         return lows
 
-    def _prepare(self, logits: Tensor, density: Tensor, points: PointsLike, image_size: tuple[int, int], where: str):
-        grid = check_loss_inputs(density, image_size, self.bin_config.reduction, logits=logits, where=where)
-        self.bin_config.check_num_classes(logits.shape[1], where=f"{where}: logits")
-        padded, mask = as_padded_points(points, density.shape[0], density.device)
-        flags = _input_flags(density, padded, mask, image_size, logits=logits) if self.check_inputs else None
-        gt_blocks, classes = block_targets(padded, mask, grid, self.bin_config, self.lower_bounds(padded.device))
-        dtype = torch.promote_types(logits.dtype, torch.float32)
-        return logits.to(dtype), density.to(torch.promote_types(density.dtype, torch.float32)), padded, mask, \
-            flags, gt_blocks, classes
+    def compute(self, logits: Tensor, density: Tensor | None, points: PointsLike,
+                image_size: tuple[int, int]) -> tuple[Tensor, dict]:
+        """The loss on raw tensors: ``logits (B, K, h, w)``, ``density (B, 1, h, w)`` (ignored, may be
+        ``None``, for the losses of the logits alone), ``points`` (list of ``(N_i, 2)`` or
+        ``(padded, mask)``), ``image_size (H, W)``."""
+        where = type(self).__name__
+        if not self.uses_density:
+            density = None
+        elif density is None:
+            raise ValueError(f"{where}: density (B, 1, h, w) is required")
+        if logits is None:
+            raise ValueError(f"{where}: logits (B, K, h, w) are required")
+        device_type = logits.device.type if torch.is_tensor(logits) else "cpu"
+        with torch.autocast(device_type=device_type, enabled=False):
+            image_size = check_image_size(image_size, where)
+            grid = check_loss_inputs(density, image_size, self.bin_config.reduction, logits=logits, where=where,
+                                     reduction_source=f"bin_config.reduction = {self.bin_config.reduction}")
+            self.bin_config.check_num_classes(logits.shape[1], where=f"{where}: logits")
+            padded, mask = as_padded_points(points, logits.shape[0], logits.device)
+            flags = _input_flags(density, padded, mask, image_size, logits=logits) if self.check_inputs else None
+            gt_blocks, classes = block_targets(padded, mask, grid, self.bin_config, self.lower_bounds(padded.device))
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+            if density is not None:
+                density = density.to(torch.promote_types(density.dtype, torch.float32))
+            loss, named = self._named_terms(logits, density, padded, mask, image_size, gt_blocks, classes)
+            return finish_terms(loss, named, flags, where, image_size)
+
+    def _named_terms(self, logits: Tensor, density: Tensor | None, padded: Tensor, mask: Tensor,
+                     image_size: tuple[int, int], gt_blocks: Tensor,
+                     classes: Tensor) -> tuple[Tensor, dict[str, Tensor]]:  # pragma: no cover
+        raise NotImplementedError
 
     def _dmcount(self, density: Tensor, padded: Tensor, mask: Tensor, image_size, gt_blocks: Tensor,
                  name: str) -> dict[str, Tensor]:
@@ -94,14 +136,59 @@ class _BlockLossBase(nn.Module):
         return {name: self.dm.weighted_sum(terms), **{f"dm_{k}": v for k, v in terms.items()}}
 
 
+class CrossEntropyBlockLoss(_BlockLossBase):
+    r"""L_CE alone as a training loss: ``L = (1/B) sum_b sum_{blocks} -log softmax(z)_{c}`` (eq. 2-3).
+
+    Args:
+        bin_config: bins; the logits must have ``bin_config.num_bins`` channels, and the block
+            targets are counted at ``bin_config.reduction``.
+        check_inputs: refuse NaN/inf logits and points outside the crop.
+
+    ``loss_fn(output, batch) -> (loss, {"loss", "ce"})`` (the density is not used);
+    ``loss_fn.compute(logits, density, points, image_size)`` on raw tensors. For logits and classes
+    already at hand, :func:`cross_entropy_blocks`.
+    """
+
+    uses_density = False
+
+    def _named_terms(self, logits, density, padded, mask, image_size, gt_blocks, classes):
+        ce = cross_entropy_blocks(logits, classes)
+        return ce, {"ce": ce}
+
+
+class ProbabilityEuclideanLoss(_BlockLossBase):
+    r"""L_Prob alone as a training loss: ``L = (1/B) sum_b sum_{blocks} || softmax(z) - onehot(c) ||_2^2`` (eq. 4).
+
+    Args:
+        bin_config: bins; the logits must have ``bin_config.num_bins`` channels, and the block
+            targets are counted at ``bin_config.reduction``.
+        check_inputs: refuse NaN/inf logits and points outside the crop.
+
+    ``loss_fn(output, batch) -> (loss, {"loss", "prob"})`` (the density is not used);
+    ``loss_fn.compute(logits, density, points, image_size)`` on raw tensors. For logits and classes
+    already at hand, :func:`probability_euclidean`.
+    """
+
+    uses_density = False
+
+    def _named_terms(self, logits, density, padded, mask, image_size, gt_blocks, classes):
+        prob = probability_euclidean(logits, classes)
+        return prob, {"prob": prob}
+
+
 class DACELoss(_BlockLossBase):
     r"""CLIP-EBC's distance-aware cross-entropy: ``L = L_CE + lambda * L_count``.
 
     Args:
-        bin_config: bins (the number of logits must equal ``bin_config.num_bins``).
+        bin_config: bins (the number of logits must equal ``bin_config.num_bins``; the block size is
+            ``bin_config.reduction``).
         count_loss: ``"dmcount"`` (DM-Count, :class:`DMCountLoss`), ``"mae"`` or ``"mse"`` (blockwise).
         weight_count: ``lambda`` (1.0).
         dm_options: passed to :class:`DMCountLoss` (``mode``, ``reg``, ``num_iters``, ...).
+
+    ``loss_fn(output, batch) -> (loss, terms)``, or ``loss_fn.compute(logits, density, points,
+    image_size)`` on raw tensors; ``terms``: ``loss, ce`` and ``dmcount`` (with the DM-Count parts
+    ``dm_count, dm_ot, dm_ot_objective, dm_tv``), ``mae`` or ``mse``.
     """
 
     def __init__(self, bin_config: BinConfig, count_loss: str = "dmcount", weight_count: float = 1.0,
@@ -114,22 +201,17 @@ class DACELoss(_BlockLossBase):
         self.weight_count = float(weight_count)
         self.dm = DMCountLoss(bin_config.reduction, check_inputs=False, **dm_options) if count_loss == "dmcount" else None
 
-    def forward(self, logits: Tensor, density: Tensor, points: PointsLike, image_size) -> tuple[Tensor, dict]:
-        with torch.autocast(device_type=density.device.type, enabled=False):
-            image_size = check_image_size(image_size, "DACELoss")
-            logits, density, padded, mask, flags, gt_blocks, classes = self._prepare(
-                logits, density, points, image_size, "DACELoss")
-            named = {"ce": self.ce(logits, classes)}
-            if self.dm is not None:
-                named.update(self._dmcount(density, padded, mask, image_size, gt_blocks, "dmcount"))
-                count = named["dmcount"]
-            else:
-                diff = density - gt_blocks.to(density.dtype)
-                per_block = diff.abs() if self.count_loss == "mae" else diff.pow(2)
-                count = per_block.flatten(1).sum(-1).mean()
-                named[self.count_loss] = count
-            loss = named["ce"] + self.weight_count * count
-            return finish_terms(loss, named, flags, "DACELoss", image_size)
+    def _named_terms(self, logits, density, padded, mask, image_size, gt_blocks, classes):
+        named = {"ce": cross_entropy_blocks(logits, classes)}
+        if self.dm is not None:
+            named.update(self._dmcount(density, padded, mask, image_size, gt_blocks, "dmcount"))
+            count = named["dmcount"]
+        else:
+            diff = density - gt_blocks.to(density.dtype)
+            per_block = diff.abs() if self.count_loss == "mae" else diff.pow(2)
+            count = per_block.flatten(1).sum(-1).mean()
+            named[self.count_loss] = count
+        return named["ce"] + self.weight_count * count, named
 
 
 class AdaptiveHybridLoss(_BlockLossBase):
@@ -140,12 +222,15 @@ class AdaptiveHybridLoss(_BlockLossBase):
     the Sinkhorn solve).
 
     Args:
-        bin_config: bins; the logits must have ``bin_config.num_bins`` channels.
+        bin_config: bins; the logits must have ``bin_config.num_bins`` channels, and the block size is
+            ``bin_config.reduction``.
         weight_ce, weight_prob, weight_count: the three term weights.
         dm_options: passed to :class:`DMCountLoss` (``mode="reference"|"exact"``, ``weight_ot``, ...).
 
-    ``forward(logits (B,K,h,w), density (B,1,h,w), points, image_size) -> (loss, terms)`` with ``terms``
-    the floats ``loss, ce, prob, count`` and the DM-Count parts ``dm_count, dm_ot, dm_ot_objective, dm_tv``.
+    ``loss_fn(output, batch) -> (loss, terms)`` with a ``CountingOutput`` (``logits (B,K,h,w)``,
+    ``density (B,1,h,w)``) and a ``CrowdBatch``, or ``loss_fn.compute(logits, density, points,
+    image_size)`` on raw tensors; ``terms`` the floats ``loss, ce, prob, count`` and the DM-Count
+    parts ``dm_count, dm_ot, dm_ot_objective, dm_tv``.
     """
 
     def __init__(self, bin_config: BinConfig, weight_ce: float = 1.0, weight_prob: float = 1.0,
@@ -154,32 +239,36 @@ class AdaptiveHybridLoss(_BlockLossBase):
         self.weight_ce = float(weight_ce)
         self.weight_prob = float(weight_prob)
         self.weight_count = float(weight_count)
-        self.prob = ProbabilityEuclideanLoss()
         self.dm = DMCountLoss(bin_config.reduction, check_inputs=False, **dm_options)
 
     def extra_repr(self) -> str:
         return f"weights=(ce {self.weight_ce}, prob {self.weight_prob}, count {self.weight_count})"
 
-    def forward(self, logits: Tensor, density: Tensor, points: PointsLike, image_size) -> tuple[Tensor, dict]:
-        with torch.autocast(device_type=density.device.type, enabled=False):
-            image_size = check_image_size(image_size, "AdaptiveHybridLoss")
-            logits, density, padded, mask, flags, gt_blocks, classes = self._prepare(
-                logits, density, points, image_size, "AdaptiveHybridLoss")
-            zero = density.new_zeros(())
-            named = {
-                "ce": self.ce(logits, classes) if self.weight_ce else zero,
-                "prob": self.prob(logits, classes) if self.weight_prob else zero,
-            }
-            if self.weight_count:
-                named.update(self._dmcount(density, padded, mask, image_size, gt_blocks, "count"))
-            else:
-                named["count"] = zero
-            loss = self.weight_ce * named["ce"] + self.weight_prob * named["prob"] + self.weight_count * named["count"]
-            return finish_terms(loss, named, flags, "AdaptiveHybridLoss", image_size)
+    def _named_terms(self, logits, density, padded, mask, image_size, gt_blocks, classes):
+        zero = density.new_zeros(())
+        named = {
+            "ce": cross_entropy_blocks(logits, classes) if self.weight_ce else zero,
+            "prob": probability_euclidean(logits, classes) if self.weight_prob else zero,
+        }
+        if self.weight_count:
+            named.update(self._dmcount(density, padded, mask, image_size, gt_blocks, "count"))
+        else:
+            named["count"] = zero
+        loss = self.weight_ce * named["ce"] + self.weight_prob * named["prob"] + self.weight_count * named["count"]
+        return loss, named
 
 
-def build_loss(name: str, bin_config: BinConfig, **options) -> nn.Module:
-    """``"hybrid"`` -> :class:`AdaptiveHybridLoss`, ``"dace"`` -> :class:`DACELoss`, ``"dmcount"`` -> :class:`DMCountLoss`."""
+LOSS_NAMES = ("hybrid", "dace", "dmcount", "ce", "prob")
+"""The names :func:`build_loss` accepts (``"adaptive_hybrid"`` is an alias of ``"hybrid"``)."""
+
+
+def build_loss(name: str, bin_config: BinConfig, **options) -> CountingLoss:
+    """A training loss by name, called as ``loss_fn(output, batch)``.
+
+    ``"hybrid"`` -> :class:`AdaptiveHybridLoss`, ``"dace"`` -> :class:`DACELoss`, ``"dmcount"`` ->
+    :class:`DMCountLoss` (at ``bin_config.reduction``), ``"ce"`` -> :class:`CrossEntropyBlockLoss`,
+    ``"prob"`` -> :class:`ProbabilityEuclideanLoss`; ``options`` go to the constructor.
+    """
     name = name.lower()
     if name in ("hybrid", "adaptive_hybrid"):
         return AdaptiveHybridLoss(bin_config, **options)
@@ -187,4 +276,8 @@ def build_loss(name: str, bin_config: BinConfig, **options) -> nn.Module:
         return DACELoss(bin_config, **options)
     if name == "dmcount":
         return DMCountLoss(bin_config.reduction, **options)
-    raise ValueError(f"unknown loss {name!r}; choose 'hybrid', 'dace' or 'dmcount'")
+    if name == "ce":
+        return CrossEntropyBlockLoss(bin_config, **options)
+    if name == "prob":
+        return ProbabilityEuclideanLoss(bin_config, **options)
+    raise ValueError(f"unknown loss {name!r}; choose {', '.join(repr(n) for n in LOSS_NAMES)}")
