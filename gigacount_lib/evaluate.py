@@ -5,6 +5,8 @@ Every model maps an image to one density value per 8x8 block; the image count is
 :func:`predict_density` runs the whole image when it fits the memory budget and otherwise tiles it
 with :func:`predict_sliding`; :func:`evaluate_model` does this over a dataset and returns an
 :class:`EvalResult` (metrics + a per-image table) that :meth:`EvalResult.save` writes to disk.
+The calibration metrics (reliability statistics, top-label and classwise ECE) live in
+:mod:`gigacount_lib.calibration` and are re-exported here.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .losses.calibration import ReliabilityStats, block_probabilities, reliability_stats
+from .calibration import (ReliabilityAccumulator, ReliabilityStats, block_probabilities, expected_calibration_error,
+                          reliability_stats)
 from .models.head import CountingOutput
 from .utils import atomic_write_bytes, atomic_write_json, get_logger
 
@@ -30,6 +33,9 @@ __all__ = [
     "count_metrics", "predict_full", "sliding_windows", "predict_sliding", "default_max_pixels",
     "plan_inference", "predict_density", "density_levels", "EvalResult", "evaluate_model",
     "heldout_split", "protocol_label", "is_eval_epoch",
+    # calibration (defined in gigacount_lib.calibration)
+    "ReliabilityStats", "reliability_stats", "expected_calibration_error", "block_probabilities",
+    "ReliabilityAccumulator",
 ]
 
 log = get_logger("evaluate")
@@ -450,7 +456,8 @@ class EvalResult:
     Attributes:
         metrics: ``mae``, ``rmse``, ``nae``, ``images`` (labelled images), ``unlabelled_images``;
             top-label ``ece`` over all blocks and ``nonempty_ece`` over the blocks with at least one
-            head, ``block_accuracy``, ``nonempty_block_accuracy``, ``blocks``, ``nonempty_blocks``.
+            head, ``classwise_ece`` over all blocks, ``block_accuracy``, ``nonempty_block_accuracy``,
+            ``blocks``, ``nonempty_blocks``.
         per_image: one row per image: ``name``, ``labelled``, ``true_count``, ``pred_count``,
             ``error`` (pred - true), ``abs_error``, ``density_level``, ``brightness`` (mean pixel
             value in ``[0, 1]``), ``height``, ``width``, ``inference`` (``"full"``/``"sliding"``).
@@ -458,6 +465,8 @@ class EvalResult:
         settings: how the evaluation ran (windows, budget, bins, protocol); saved with the metrics.
         reliability: pooled top-label reliability statistics of all blocks (None without blocks).
         reliability_nonempty: the same over the non-empty blocks.
+        reliability_classwise: pooled classwise statistics of all blocks (its ``ece`` is
+            ``metrics["classwise_ece"]``).
     """
 
     metrics: dict[str, float | int]
@@ -465,6 +474,7 @@ class EvalResult:
     settings: dict[str, Any] = field(default_factory=dict)
     reliability: ReliabilityStats | None = None
     reliability_nonempty: ReliabilityStats | None = None
+    reliability_classwise: ReliabilityStats | None = None
 
     def save(self, folder: str | Path) -> dict[str, Path]:
         """Write ``per_image.csv`` and ``metrics.json`` (``{"metrics": ..., "settings": ...}``, NaN as
@@ -478,38 +488,6 @@ class EvalResult:
         meta = atomic_write_json(folder / "metrics.json",
                                  _json_ready({"metrics": self.metrics, "settings": self.settings}))
         return {"per_image": csv, "metrics": meta}
-
-
-class _ReliabilityAccumulator:
-    """Sums per-image :class:`ReliabilityStats` (counts, confidence and hit sums per bin) into one."""
-
-    def __init__(self, n_bins: int) -> None:
-        self.count = torch.zeros(n_bins, dtype=torch.float64)
-        self.conf_sum = torch.zeros(n_bins, dtype=torch.float64)
-        self.hit_sum = torch.zeros(n_bins, dtype=torch.float64)
-        self.edges: Tensor | None = None
-
-    def add(self, probs: Tensor, classes: Tensor) -> None:
-        if classes.numel() == 0:
-            return
-        stats = reliability_stats(probs, classes, n_bins=self.count.numel())
-        self.edges = stats.edges
-        self.count += stats.count
-        self.conf_sum += stats.confidence * stats.count
-        self.hit_sum += stats.accuracy * stats.count
-
-    @property
-    def blocks(self) -> int:
-        return int(self.count.sum())
-
-    def result(self) -> ReliabilityStats | None:
-        if self.edges is None:
-            return None
-        safe = self.count.clamp_min(1)
-        return ReliabilityStats(self.edges, self.conf_sum / safe, self.hit_sum / safe, self.count.clone())
-
-    def accuracy(self) -> float:
-        return float(self.hit_sum.sum() / self.count.sum()) if self.blocks else math.nan
 
 
 def evaluate_model(model: nn.Module, dataset: Any, *, device: torch.device | str = "cpu",
@@ -546,8 +524,8 @@ def evaluate_model(model: nn.Module, dataset: Any, *, device: torch.device | str
     from tqdm.auto import tqdm
 
     from .data.transforms import collate_crowd
+    from .losses._common import as_padded_points
     from .losses.hybrid import block_targets
-    from .losses.dmcount import as_padded_points
 
     if protocol is not None:
         protocol_label(protocol)  # validates
@@ -555,7 +533,8 @@ def evaluate_model(model: nn.Module, dataset: Any, *, device: torch.device | str
     device = torch.device(device)
     model.to(device)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=collate_crowd, num_workers=num_workers)
-    all_blocks, nonempty_blocks = _ReliabilityAccumulator(n_bins), _ReliabilityAccumulator(n_bins)
+    all_blocks, nonempty_blocks = ReliabilityAccumulator(n_bins), ReliabilityAccumulator(n_bins)
+    classwise = ReliabilityAccumulator(n_bins, kind="classwise")
     rows: list[dict[str, Any]] = []
     for index, batch in enumerate(tqdm(loader, desc="evaluate", disable=not progress)):
         meta = batch.meta[0] if batch.meta else {}
@@ -577,7 +556,9 @@ def evaluate_model(model: nn.Module, dataset: Any, *, device: torch.device | str
             counts, _ = block_targets(padded, mask, tuple(out.logits.shape[-2:]), bin_config)
             nonempty = counts.reshape(-1) >= 1
             all_blocks.add(probs, classes)
-            nonempty_blocks.add(probs[nonempty], classes[nonempty])
+            classwise.add(probs, classes)
+            if bool(nonempty.any()):
+                nonempty_blocks.add(probs[nonempty], classes[nonempty])
     per_image = pd.DataFrame(rows, columns=["name", "labelled", "true_count", "pred_count", "error", "abs_error",
                                             "density_level", "brightness", "height", "width", "inference"])
     labelled_rows = per_image["labelled"].to_numpy(dtype=bool)
@@ -587,11 +568,12 @@ def evaluate_model(model: nn.Module, dataset: Any, *, device: torch.device | str
     per_image["density_level"] = levels
     metrics: dict[str, float | int] = dict(count_metrics(per_image.loc[labelled_rows, "pred_count"],
                                                          per_image.loc[labelled_rows, "true_count"]))
-    reliability, reliability_ne = all_blocks.result(), nonempty_blocks.result()
+    reliability, reliability_ne, reliability_cw = all_blocks.result(), nonempty_blocks.result(), classwise.result()
     metrics.update(
         unlabelled_images=int((~labelled_rows).sum()),
         ece=reliability.ece if reliability is not None else math.nan,
         nonempty_ece=reliability_ne.ece if reliability_ne is not None else math.nan,
+        classwise_ece=reliability_cw.ece if reliability_cw is not None else math.nan,
         block_accuracy=all_blocks.accuracy(), nonempty_block_accuracy=nonempty_blocks.accuracy(),
         blocks=all_blocks.blocks, nonempty_blocks=nonempty_blocks.blocks)
     modes = per_image["inference"].value_counts().to_dict()
@@ -605,4 +587,4 @@ def evaluate_model(model: nn.Module, dataset: Any, *, device: torch.device | str
     if protocol is not None:
         settings.update(protocol=protocol, protocol_label=protocol_label(protocol))
     log.debug("evaluated %d image(s): MAE %.3f, RMSE %.3f", metrics["images"], metrics["mae"], metrics["rmse"])
-    return EvalResult(metrics, per_image, settings, reliability, reliability_ne)
+    return EvalResult(metrics, per_image, settings, reliability, reliability_ne, reliability_cw)

@@ -237,14 +237,18 @@ def test_evaluate_model_synthetic(tmp_path):
     m = result.metrics
     assert (m["images"], m["unlabelled_images"], m["blocks"]) == (3, 1, 3 * 48 * 64)
     assert 0 < m["nonempty_blocks"] < m["blocks"]
-    for key in ("mae", "rmse", "nae", "ece", "nonempty_ece", "block_accuracy", "nonempty_block_accuracy"):
+    for key in ("mae", "rmse", "nae", "ece", "nonempty_ece", "classwise_ece", "block_accuracy",
+                "nonempty_block_accuracy"):
         assert math.isfinite(m[key]), key
+    assert result.reliability_classwise.kind == "classwise"
+    assert m["classwise_ece"] == pytest.approx(result.reliability_classwise.ece)
     labelled = df[df["labelled"]]
     assert m["mae"] == pytest.approx(ev.count_metrics(labelled["pred_count"], labelled["true_count"])["mae"])
 
     # the unlabelled image changes nothing: same metrics as the three labelled images alone
     alone = ev.evaluate_model(model, _Subset(data, [0, 2, 3])).metrics
-    for key in ("mae", "rmse", "nae", "ece", "nonempty_ece", "block_accuracy", "blocks", "nonempty_blocks"):
+    for key in ("mae", "rmse", "nae", "ece", "nonempty_ece", "classwise_ece", "block_accuracy", "blocks",
+                "nonempty_blocks"):
         assert m[key] == pytest.approx(alone[key], rel=1e-9), key
 
     paths = result.save(tmp_path / "eval")

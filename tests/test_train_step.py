@@ -10,7 +10,8 @@ from torch import nn
 from gigacount_lib.binning import BinConfig
 from gigacount_lib.data.transforms import collate_crowd
 from gigacount_lib.losses import AdaptiveHybridLoss, DACELoss, DMCountLoss
-from gigacount_lib.losses.experiment import evaluate, short_training
+from gigacount_lib.evaluate import evaluate_model
+from gigacount_lib.losses.experiment import evaluation_summary, short_training
 from gigacount_lib.train import (backward, check_finite, clip_gradients, configure_optimizer, forward_and_loss,
                                  train_step, train_steps)
 
@@ -33,7 +34,8 @@ class TinyCounter(nn.Module):
         return self._out(logits, self.bin_config.expected_count(logits.float().softmax(1)))
 
 
-def make_loader(n_images: int = 4, size: int = 32, batch: int = 2, seed: int = 0):
+def make_samples(n_images: int = 4, size: int = 32, seed: int = 0):
+    """``(image, points, meta)`` samples: a map-style dataset for ``evaluate_model``."""
     gen = torch.Generator().manual_seed(seed)
     samples = []
     for i in range(n_images):
@@ -44,6 +46,11 @@ def make_loader(n_images: int = 4, size: int = 32, batch: int = 2, seed: int = 0
             x, y = int(p[0].clamp(0, size - 1)), int(p[1].clamp(0, size - 1))
             image[:, max(0, y - 1):y + 2, max(0, x - 1):x + 2] = 1.0
         samples.append((image, pts, {"name": f"img_{i}"}))
+    return samples
+
+
+def make_loader(n_images: int = 4, size: int = 32, batch: int = 2, seed: int = 0):
+    samples = make_samples(n_images, size, seed)
     return [collate_crowd(samples[i:i + batch]) for i in range(0, n_images, batch)]
 
 
@@ -122,8 +129,9 @@ def test_short_training_and_evaluate_with_the_real_model():
     loader = make_loader(n_images=2, size=32)
     history = short_training(model, AdaptiveHybridLoss(BC), loader, steps=2, seed=0)
     assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
-    result = evaluate(model, loader, BC)
+    result = evaluation_summary(evaluate_model(model, make_samples(n_images=2, size=32), bin_config=BC))
     assert result["images"] == 2 and result["mae"] >= 0 and 0 <= result["ece"] <= 1
+    assert 0 <= result["classwise_ece"] <= 1 and result["reliability_classwise"].kind == "classwise"
     assert 0 <= result["block_accuracy"] <= 1
 
 

@@ -6,7 +6,6 @@
 * :mod:`.hybrid`       :class:`CrossEntropyBlockLoss`, :class:`ProbabilityEuclideanLoss`,
                        :class:`DACELoss` (CLIP-EBC) and :class:`AdaptiveHybridLoss` (GigaCount eq. 1-4),
                        ``build_loss``; the tensor functions ``cross_entropy_blocks``, ``probability_euclidean``
-* :mod:`.calibration`  reliability statistics and expected calibration error of the bin probabilities
 * :mod:`._common`      what the losses share: the interface, input checks, block counts, logging
 * :mod:`.experiment`   notebook 04's short loss comparison
 * :mod:`.plots`        figures: reliability diagram, transport plan, OT potentials (take ``ax``/``fig``, return it)
@@ -18,7 +17,6 @@ tensors or a ``(padded, mask)`` pair and the unused input may be ``None`` (DM-Co
 CE and L_Prob the density). The calibration metrics are in :mod:`gigacount_lib.calibration`
 (re-exported by :mod:`gigacount_lib.evaluate`).
 """
-from .calibration import ReliabilityStats, block_probabilities, expected_calibration_error, reliability_stats
 from ._common import LOSS_EPS, CountingLoss, block_counts_padded
 from .dmcount import DMCountLoss, count_l1, ot_surrogate, tv_term
 from .hybrid import (LOSS_NAMES, AdaptiveHybridLoss, CrossEntropyBlockLoss, DACELoss, ProbabilityEuclideanLoss,
@@ -33,6 +31,5 @@ __all__ = [
     "block_targets", "block_counts_padded", "count_l1", "tv_term", "ot_surrogate", "LOSS_EPS",
     "OTResult", "block_centres", "squared_distances", "sinkhorn_reference", "sinkhorn_exact",
     "ot_potentials", "ot_gradient", "transport_plan", "plan_entropy", "nearest_head_distance", "near_far_stats",
-    "ReliabilityStats", "reliability_stats", "expected_calibration_error", "block_probabilities",
     "plot_reliability", "plot_transport_plan", "plot_potentials",
 ]

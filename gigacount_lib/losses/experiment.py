@@ -3,11 +3,10 @@
 Every run starts from the same seed (initial weights, crops and batch order), so the losses are the
 only difference. These are minutes of CPU from random initialisation: they show the mechanics and
 the protocol, not which loss is better (notebook 04 says so). Full training is
-:class:`gigacount_lib.train.Trainer`.
+:class:`gigacount_lib.train.Trainer`; the evaluation is :func:`gigacount_lib.evaluate.evaluate_model`.
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Iterable
 
@@ -17,42 +16,18 @@ from torch import nn
 from ..train import configure_optimizer, train_steps
 from ..utils import get_logger
 
-__all__ = ["evaluate", "short_training", "crowd_loaders", "compare_losses"]
+__all__ = ["short_training", "crowd_loaders", "compare_losses", "evaluation_summary"]
 
 log = get_logger("losses.experiment")
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, bin_config, device: torch.device | str = "cpu",
-             n_bins: int = 10) -> dict[str, Any]:
-    """Image-count MAE/RMSE and block-level calibration over a loader of ``CrowdBatch``.
-
-    Returns ``mae, rmse``, top-label ``ece`` and ``classwise_ece`` of the bin probabilities, the block
-    accuracy (all blocks, and blocks with at least one head), and the reliability statistics.
-    """
-    from .calibration import block_probabilities, reliability_stats
-
-    model.eval()
-    errors, probs, classes = [], [], []
-    for batch in loader:
-        batch = batch.to(device)
-        out = model(batch.images)
-        pred = out.density.float().flatten(1).sum(-1).cpu()
-        errors.append(pred - torch.tensor([float(p.shape[0]) for p in batch.points]))
-        p, cls = block_probabilities(out.logits, batch.points, bin_config)
-        probs.append(p.cpu())
-        classes.append(cls.cpu())
-    err = torch.cat(errors)
-    probs_all, classes_all = torch.cat(probs), torch.cat(classes)
-    stats = reliability_stats(probs_all, classes_all, n_bins=n_bins)
-    classwise = reliability_stats(probs_all, classes_all, n_bins=n_bins, kind="classwise")
-    nonempty = classes_all > 0
-    return {"mae": float(err.abs().mean()), "rmse": math.sqrt(float(err.pow(2).mean())), "ece": stats.ece,
-            "classwise_ece": classwise.ece,
-            "block_accuracy": float((probs_all.argmax(1) == classes_all).double().mean()),
-            "nonempty_block_accuracy": float((probs_all.argmax(1) == classes_all)[nonempty].double().mean())
-            if bool(nonempty.any()) else float("nan"),
-            "reliability": stats, "reliability_classwise": classwise, "images": int(err.numel())}
+def evaluation_summary(result) -> dict[str, Any]:
+    """An :class:`~gigacount_lib.evaluate.EvalResult` as one flat dict: its metrics (``mae, rmse, ece,
+    classwise_ece, block_accuracy, nonempty_block_accuracy, images, ...``) and the reliability
+    statistics ``reliability``, ``reliability_nonempty``, ``reliability_classwise`` (objects: drop
+    the ``reliability*`` keys before writing JSON)."""
+    return {**result.metrics, "reliability": result.reliability, "reliability_nonempty": result.reliability_nonempty,
+            "reliability_classwise": result.reliability_classwise}
 
 
 def short_training(model: nn.Module, loss_fn: nn.Module, train_loader: Iterable, *, steps: int, lr: float = 1e-4,
@@ -67,7 +42,8 @@ def short_training(model: nn.Module, loss_fn: nn.Module, train_loader: Iterable,
 
 
 def crowd_loaders(data_root, *, crop_size: int, batch_size: int, seed: int = 0, max_test_size: int | None = None):
-    """Train loader (one official-augmentation crop per image, shuffled with a seeded generator) and test loader (batch 1, full images)."""
+    """Train loader (one official-augmentation crop per image, shuffled with a seeded generator) and the
+    test dataset (full images, for :func:`gigacount_lib.evaluate.evaluate_model`)."""
     from torch.utils.data import DataLoader
 
     from ..data.datasets import QNRFDataset
@@ -78,18 +54,20 @@ def crowd_loaders(data_root, *, crop_size: int, batch_size: int, seed: int = 0, 
     gen = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(train, batch_size=batch_size, shuffle=True, collate_fn=collate_crowd,
                               generator=gen, drop_last=True)
-    test_loader = DataLoader(test, batch_size=1, shuffle=False, collate_fn=collate_crowd)
-    return train_loader, test_loader
+    return train_loader, test
 
 
-def compare_losses(loss_fns: dict[str, nn.Module], train_loader, test_loader, bin_config, *, steps: int,
+def compare_losses(loss_fns: dict[str, nn.Module], train_loader, test_set, bin_config, *, steps: int,
                    model_name: str = "gigacount", lr: float = 1e-4, device: torch.device | str = "cpu",
                    seed: int = 0, use_autocast: bool = False) -> dict[str, dict[str, Any]]:
-    """Train one fresh random-init model per loss on the same budget and data order; evaluate each.
+    """Train one fresh random-init model per loss on the same budget and data order; evaluate each on
+    ``test_set`` (a dataset of full images) with :func:`gigacount_lib.evaluate.evaluate_model`.
 
     Every run starts from the same seed (same initial weights, same crops and batches), so the
-    losses are the only difference. Returns ``{name: {"history", "mae", "rmse", "ece", ...}}``.
+    losses are the only difference. Returns ``{name: {"history", "train_time_s", **evaluation_summary}}``
+    (``mae``, ``rmse``, ``ece``, ``classwise_ece``, ..., see :func:`evaluation_summary`).
     """
+    from ..evaluate import evaluate_model
     from ..models import build_model
     from ..utils import seed_everything
 
@@ -103,7 +81,7 @@ def compare_losses(loss_fns: dict[str, nn.Module], train_loader, test_loader, bi
         start = time.perf_counter()
         history = short_training(model, loss_fn, train_loader, steps=steps, lr=lr, device=device, seed=seed,
                                  use_autocast=use_autocast)
-        metrics = evaluate(model, test_loader, bin_config, device=device)
+        metrics = evaluation_summary(evaluate_model(model, test_set, device=device, bin_config=bin_config))
         metrics["train_time_s"] = time.perf_counter() - start
         results[name] = {"history": history, **metrics}
         log.info("%s: MAE %.2f, ECE %.3f after %d steps", name, metrics["mae"], metrics["ece"], steps)

@@ -1,5 +1,8 @@
 """Figures for the losses (notebook 04): reliability diagram, transport plan, OT potentials.
 
+The reliability diagram draws :class:`gigacount_lib.calibration.ReliabilityStats` (the statistics are
+computed in :mod:`gigacount_lib.calibration`, re-exported by :mod:`gigacount_lib.evaluate`).
+
 Each function draws on the ``ax`` (or, for several panels, the ``fig``) it is given and returns it;
 nothing is saved here (use :func:`gigacount_lib.viz.save_figure`).
 """
@@ -10,7 +13,7 @@ from typing import Mapping
 
 from torch import Tensor
 
-from .calibration import ReliabilityStats
+from ..calibration import ReliabilityStats
 from .ot import DEFAULT_REG, OTResult, ot_gradient
 
 __all__ = ["plot_reliability", "plot_transport_plan", "plot_potentials"]
