@@ -312,6 +312,24 @@ def test_stochastic_depth_follows_torchvision_schedule():
         TruncatedConvNeXt(drop_path_rate=1.5)
 
 
+def test_layer_scale_init_is_an_option_of_random_init_only(tmp_path):
+    from gigacount_lib.models.encoder import TruncatedConvNeXt
+
+    def gammas(enc):
+        return torch.cat([p.detach().flatten() for n, p in enc.named_parameters() if n.endswith("gamma")])
+
+    default = gammas(TruncatedConvNeXt(timm_name="convnext_atto"))
+    assert default.numel() == 2 * 40 + 2 * 80 + 6 * 160  # stages 1-3 of ConvNeXt-Atto
+    assert torch.allclose(default, torch.full_like(default, 1e-6))
+    enc = TruncatedConvNeXt(timm_name="convnext_atto", ls_init_value=0.5)
+    assert enc.ls_init_value == 0.5 and bool(torch.all(gammas(enc) == 0.5))
+    with pytest.raises(ValueError, match="ls_init_value must be > 0"):
+        TruncatedConvNeXt(timm_name="convnext_atto", ls_init_value=0.0)
+    with pytest.raises(ValueError, match="random init only"):
+        TruncatedConvNeXt(timm_name="convnext_atto", checkpoint="timm", ls_init_value=1.0,
+                          weights_file=tmp_path / "unused.pth")
+
+
 @pytest.mark.parametrize("keep_stage4", [False, True])
 def test_torchvision_weights_map_onto_the_timm_encoder(tmp_path, keep_stage4):
     """A (random) torchvision ConvNeXt-Tiny state dict loaded into our encoder gives torchvision's

@@ -156,6 +156,9 @@ class TruncatedConvNeXt(nn.Module):
             ``"torchvision"`` exists for ConvNeXt-Tiny only.
         drop_path_rate: stochastic depth at the last block of the full network (0.1 in torchvision).
         odconv_kernel_num: candidate kernels of the ODConv blocks (``block_type="odconv"``).
+        ls_init_value: initial layer scale of every ConvNeXt block, ``None`` = timm's 1e-6. Only
+            random init uses it (loaded weights bring their own); a larger value (e.g. 1.0) lets
+            the residual branches act from the first step, which short runs from scratch need.
 
     ``forward(x (B, 3, H, W))`` returns a list of maps ``(B, C_i, H / r_i, W / r_i)`` with
     ``C = 96, 192, 384[, 768]`` and ``r = 4, 8, 16[, 32]`` for ConvNeXt-Tiny (H, W multiples of ``max(r)``).
@@ -163,7 +166,8 @@ class TruncatedConvNeXt(nn.Module):
 
     def __init__(self, keep_stage4: bool = False, block_type: str = "convnext", pretrained: bool = False,
                  weights_file: str | os.PathLike | None = None, timm_name: str = DEFAULT_CONVNEXT,
-                 checkpoint: str = "torchvision", drop_path_rate: float = 0.0, odconv_kernel_num: int = 4) -> None:
+                 checkpoint: str = "torchvision", drop_path_rate: float = 0.0, odconv_kernel_num: int = 4,
+                 ls_init_value: float | None = None) -> None:
         super().__init__()
         import timm
 
@@ -176,6 +180,12 @@ class TruncatedConvNeXt(nn.Module):
         num_stages = 4 if keep_stage4 else 3
         kwargs: dict = dict(features_only=True, out_indices=tuple(range(num_stages)), drop_path_rate=drop_path_rate)
         load = pretrained or weights_file is not None
+        if ls_init_value is not None:
+            if load:
+                raise ValueError("ls_init_value applies to random init only; pretrained weights set the layer scales")
+            if not ls_init_value > 0:
+                raise ValueError(f"ls_init_value must be > 0, got {ls_init_value}")
+            kwargs["ls_init_value"] = float(ls_init_value)
         if load and checkpoint == "torchvision" and not timm_name.startswith("convnext_tiny"):
             raise ValueError(f"checkpoint='torchvision' holds ConvNeXt-Tiny weights; timm_name={timm_name!r} "
                              "needs checkpoint='timm'")
@@ -198,6 +208,7 @@ class TruncatedConvNeXt(nn.Module):
         self.block_type = block_type
         self.keep_stage4 = keep_stage4
         self.drop_path_rate = float(drop_path_rate)
+        self.ls_init_value = ls_init_value
         self.num_odconv_blocks = convert_blocks_to_odconv(self.backbone, odconv_kernel_num) \
             if block_type == "odconv" else 0
         self.channels: list[int] = list(self.backbone.feature_info.channels())

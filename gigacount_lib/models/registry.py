@@ -100,20 +100,21 @@ def _gigacount(bin_config: BinConfig, image_pre: bool, text_pre: bool, *, image_
                prompt_style: str = "word", clip_model: str = "ViT-B-16", keep_stage4: bool = False,
                block_type: str = "convnext", scales: tuple[int, ...] | None = None,
                timm_name: str = DEFAULT_CONVNEXT, image_checkpoint: str = "torchvision", drop_path_rate: float = 0.1,
-               kernel_num: int = 4, decoder_channels: int = 768) -> GigaCount:
+               kernel_num: int = 4, decoder_channels: int = 768, ls_init_value: float | None = None) -> GigaCount:
     """GigaCount builder. Defaults are the official code's: ViT-B/16 text tower (512-d prototypes),
     torchvision's ConvNeXt-Tiny ImageNet weights, stochastic depth 0.1 (torchvision's default);
     ``clip_model="RN50"`` gives the 1024-d text tower of the March 2025 code and the README."""
     protos, text_info = _text(clip_model, bin_config, text_pre, text_weights, prompt_style)
     encoder = TruncatedConvNeXt(keep_stage4=keep_stage4, block_type=block_type, pretrained=image_pre,
                                 weights_file=image_weights, timm_name=timm_name, checkpoint=image_checkpoint,
-                                drop_path_rate=drop_path_rate, odconv_kernel_num=kernel_num)
+                                drop_path_rate=drop_path_rate, odconv_kernel_num=kernel_num,
+                                ls_init_value=ls_init_value)
     if scales is None:
         scales = tuple(range(len(encoder.channels)))
     info = {"image": {"encoder": timm_name, "source": encoder.weights_source,
                       "random_init": encoder.weights_source == "random", "checkpoint": encoder.checkpoint,
                       "drop_path_rate": encoder.drop_path_rate, "block_type": block_type,
-                      "keep_stage4": keep_stage4},
+                      "keep_stage4": keep_stage4, "ls_init_value": ls_init_value},
             "text": text_info}
     return GigaCount(bin_config, protos, encoder, scales=scales, kernel_num=kernel_num,
                      decoder_channels=decoder_channels, weights_info=info,
