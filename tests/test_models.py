@@ -312,6 +312,14 @@ def test_stochastic_depth_follows_torchvision_schedule():
         TruncatedConvNeXt(drop_path_rate=1.5)
 
 
+def test_head_temperature_init_is_an_option():
+    default = build_model("gigacount_atto", pretrained=None)
+    assert float(default.head.logit_scale.exp()) == pytest.approx(1 / 0.07, rel=1e-5)
+    model = build_model("gigacount_atto", pretrained=None, logit_scale_init=math.log(100))
+    assert float(model.head.logit_scale.exp()) == pytest.approx(100, rel=1e-5)
+    assert model.weights_info["head"]["logit_scale_init"] == pytest.approx(math.log(100))
+
+
 def test_layer_scale_init_is_an_option_of_random_init_only(tmp_path):
     from gigacount_lib.models.encoder import TruncatedConvNeXt
 

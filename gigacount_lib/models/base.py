@@ -85,13 +85,14 @@ class CountingModel(nn.Module):
     Subclasses implement ``forward_features(x) -> (B, D, Hp / 8, Wp / 8)`` on a normalised, padded
     batch. Attributes: ``bin_config``, ``head`` (:class:`CosineBinHead`), ``weights_info`` (how the
     weights were chosen), ``reduction`` (8), ``pad_multiple``, ``text_tower_params``.
+    ``logit_scale_init`` is the head's initial log temperature ``s`` (CLIP's ``log(1 / 0.07)``).
     """
 
     reduction: int = 8
 
     def __init__(self, bin_config: BinConfig, text_prototypes: Tensor, *, mean: Sequence[float],
                  std: Sequence[float], pad_multiple: int, weights_info: dict[str, Any] | None = None,
-                 text_tower_params: int = 0) -> None:
+                 text_tower_params: int = 0, logit_scale_init: float = math.log(1 / 0.07)) -> None:
         super().__init__()
         if bin_config.reduction != self.reduction:
             raise ValueError(f"{type(self).__name__} outputs stride-8 blocks, but the bin configuration has "
@@ -101,7 +102,7 @@ class CountingModel(nn.Module):
         self.pad_multiple = int(pad_multiple)
         self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.head = CosineBinHead(text_prototypes, bin_config.anchor_points)
+        self.head = CosineBinHead(text_prototypes, bin_config.anchor_points, logit_scale_init=logit_scale_init)
         self.weights_info: dict[str, Any] = dict(weights_info or {})
         self.text_tower_params = int(text_tower_params)
 

@@ -28,6 +28,7 @@ Variants (built by :func:`gigacount_lib.models.build_model`):
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 from torch import Tensor, nn
@@ -63,13 +64,16 @@ class GigaCount(CountingModel):
         decoder_channels: width of the BasicBlock decoder (768).
         kernel_num: ODConv candidate kernels in the attention blocks (4).
         weights_info, text_tower_params: bookkeeping (see :class:`CountingModel`).
+        logit_scale_init: the cosine head's initial ``s`` (``log(1 / 0.07)``, CLIP's).
     """
 
     def __init__(self, bin_config: BinConfig, text_prototypes: Tensor, encoder: TruncatedConvNeXt,
                  scales: Sequence[int] = (0, 1, 2), decoder_channels: int = 768, kernel_num: int = 4,
-                 weights_info: dict[str, Any] | None = None, text_tower_params: int = 0) -> None:
+                 weights_info: dict[str, Any] | None = None, text_tower_params: int = 0,
+                 logit_scale_init: float = math.log(1 / 0.07)) -> None:
         super().__init__(bin_config, text_prototypes, mean=IMAGENET_MEAN, std=IMAGENET_STD, pad_multiple=32,
-                         weights_info=weights_info, text_tower_params=text_tower_params)
+                         weights_info=weights_info, text_tower_params=text_tower_params,
+                         logit_scale_init=logit_scale_init)
         self.encoder = encoder
         self.scales = tuple(int(s) for s in scales)
         if not self.scales or any(s < 0 or s >= len(encoder.channels) for s in self.scales):

@@ -100,7 +100,8 @@ def _gigacount(bin_config: BinConfig, image_pre: bool, text_pre: bool, *, image_
                prompt_style: str = "word", clip_model: str = "ViT-B-16", keep_stage4: bool = False,
                block_type: str = "convnext", scales: tuple[int, ...] | None = None,
                timm_name: str = DEFAULT_CONVNEXT, image_checkpoint: str = "torchvision", drop_path_rate: float = 0.1,
-               kernel_num: int = 4, decoder_channels: int = 768, ls_init_value: float | None = None) -> GigaCount:
+               kernel_num: int = 4, decoder_channels: int = 768, ls_init_value: float | None = None,
+               logit_scale_init: float | None = None) -> GigaCount:
     """GigaCount builder. Defaults are the official code's: ViT-B/16 text tower (512-d prototypes),
     torchvision's ConvNeXt-Tiny ImageNet weights, stochastic depth 0.1 (torchvision's default);
     ``clip_model="RN50"`` gives the 1024-d text tower of the March 2025 code and the README."""
@@ -116,9 +117,11 @@ def _gigacount(bin_config: BinConfig, image_pre: bool, text_pre: bool, *, image_
                       "drop_path_rate": encoder.drop_path_rate, "block_type": block_type,
                       "keep_stage4": keep_stage4, "ls_init_value": ls_init_value},
             "text": text_info}
+    head = {} if logit_scale_init is None else {"logit_scale_init": float(logit_scale_init)}
+    info["head"] = {"logit_scale_init": head.get("logit_scale_init", "log(1/0.07)")}
     return GigaCount(bin_config, protos, encoder, scales=scales, kernel_num=kernel_num,
                      decoder_channels=decoder_channels, weights_info=info,
-                     text_tower_params=text_info["text_tower_params"])
+                     text_tower_params=text_info["text_tower_params"], **head)
 
 
 @register_model
