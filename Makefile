@@ -9,6 +9,9 @@ STAMP  := $(VENV)/.installed
 # local disk; any other version would be a multi-gigabyte download.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+# make reproduce PRESET=quick: cpu (default, <= 60 min on 2 cores), quick (<= 10 min), tiny (CI),
+# colab-t4 / paper (a GPU and a dataset root: python -m gigacount_lib.reproduce --preset paper --data-root DIR)
+PRESET ?= cpu
 
 .PHONY: install test test-fast reproduce bench clean-venv
 
@@ -29,7 +32,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not notebook and not slow" $(PYTEST_ARGS)
 
 reproduce: $(STAMP)
-	$(PY) -m gigacount_lib.reproduce
+	$(PY) -m gigacount_lib.reproduce --preset $(PRESET)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_losses.py

@@ -44,9 +44,9 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import main as reproduce_main
+    from .reproduce import run_from_args
 
-    return reproduce_main((["--quick"] if args.quick else []) + ["--device", args.device])
+    return run_from_args(args)
 
 
 def _fail(command: str, exc: BaseException) -> int:
@@ -216,9 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto")
     pr.set_defaults(func=_cmd_predict)
 
-    rep = sub.add_parser("reproduce", help="execute every notebook headless (see README)")
-    rep.add_argument("--quick", action="store_true")
-    rep.add_argument("--device", default="auto")
+    from .reproduce import add_arguments as add_reproduce_arguments
+
+    rep = sub.add_parser("reproduce", help="execute every notebook headless into one report (see README)")
+    add_reproduce_arguments(rep)
     rep.set_defaults(func=_cmd_reproduce)
     return parser
 
