@@ -63,7 +63,7 @@ from .utils import atomic_write_bytes, get_logger
 
 __all__ = ["Variant", "AblationAxis", "AXES", "DEFAULT_SEEDS", "FINISHED_STATUSES", "TABLE_COLUMNS",
            "default_grid", "list_axes", "apply_overrides", "variant_config", "run_state", "run_ablation",
-           "read_table", "summarise", "main"]
+           "read_table", "summarise", "versus_reference", "main"]
 
 log = get_logger("ablation")
 
@@ -508,6 +508,38 @@ def summarise(table, metrics: Sequence[str] = ("test_mae", "test_rmse", "ratio",
         row["mae"] = _pm(row.get("test_mae_mean"), row.get("test_mae_std"), 2)
         row["ratio_text"] = _pm(row.get("ratio_mean"), row.get("ratio_std"), 3)
         rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def versus_reference(table, metric: str = "test_mae", *, z: float = 2.0):
+    """Each variant against its axis's reference (:attr:`AblationAxis.reference`) on ``metric``.
+
+    Columns: ``axis``, ``variant``, ``reference``, ``n``, ``n_reference``, ``difference`` (variant mean
+    minus reference mean; negative is better for an error), ``standard_error`` of that difference
+    (``sqrt(s1²/n1 + s2²/n2)`` over the seeds) and ``verdict``: ``"lower"`` / ``"higher"`` when the
+    difference exceeds ``z`` standard errors, else ``"no clear difference"`` (also when fewer than two
+    seeds finished on either side: one seed gives no spread). With 2-3 seeds this is a coarse screen,
+    not a test; the notebook should say so.
+    """
+    import pandas as pd
+
+    columns = ["axis", "variant", "reference", "n", "n_reference", "difference", "standard_error", "verdict"]
+    ok = table[table["status"].isin(FINISHED_STATUSES)]
+    rows = []
+    for axis, variant in dict.fromkeys(zip(table["axis"], table["variant"])):
+        if axis not in AXES or variant == AXES[axis].reference:
+            continue
+        reference = AXES[axis].reference
+        a = pd.to_numeric(ok[(ok["axis"] == axis) & (ok["variant"] == variant)][metric], errors="coerce").dropna()
+        b = pd.to_numeric(ok[ok["variant"] == reference][metric], errors="coerce").dropna()
+        diff = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
+        se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if len(a) > 1 and len(b) > 1 else math.nan
+        if math.isfinite(diff) and math.isfinite(se) and abs(diff) > z * se:
+            verdict = "lower" if diff < 0 else "higher"
+        else:
+            verdict = "no clear difference"
+        rows.append({"axis": axis, "variant": variant, "reference": reference, "n": len(a), "n_reference": len(b),
+                     "difference": diff, "standard_error": se, "verdict": verdict})
     return pd.DataFrame(rows, columns=columns)
 
 

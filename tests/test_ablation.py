@@ -9,7 +9,8 @@ import pytest
 
 import gigacount_lib.train as train_module
 from gigacount_lib.ablation import (AXES, FINISHED_STATUSES, TABLE_COLUMNS, Variant, apply_overrides, default_grid,
-                                    main, read_table, run_ablation, run_state, summarise, variant_config)
+                                    main, read_table, run_ablation, run_state, summarise, variant_config,
+                                    versus_reference)
 from gigacount_lib.config import get_preset
 
 # As tests/test_trainer.py's tiny_config: one short epoch, 3 evaluation images, 64² crops.
@@ -201,3 +202,17 @@ def test_command_line(tmp_path, fake_trainer, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0
+
+
+def test_versus_reference_needs_a_clear_difference():
+    rows = [{"axis": "schedule", "variant": v, "seed": k, "status": "completed", "test_mae": m}
+            for v, ms in (("schedule_official", (10.0, 10.2, 9.8)), ("schedule_none", (20.0, 20.5, 19.5)),
+                          ("schedule_step", (10.1, 9.7, 10.4)))
+            for k, m in enumerate(ms)]
+    rows.append({"axis": "schedule", "variant": "schedule_linear", "seed": 0, "status": "completed", "test_mae": 1.0})
+    result = versus_reference(pd.DataFrame(rows)).set_index("variant")
+    assert result.loc["schedule_none", "verdict"] == "higher" and result.loc["schedule_none", "difference"] == \
+        pytest.approx(10.0)
+    assert result.loc["schedule_step", "verdict"] == "no clear difference"
+    assert result.loc["schedule_linear", "verdict"] == "no clear difference"  # one seed: no spread
+    assert "schedule_official" not in result.index
