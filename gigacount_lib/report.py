@@ -8,7 +8,7 @@ table of contents (each notebook and its level-1/2 headings) and the notebooks i
 
 Opens offline: the page loads nothing from the network. The ``lab`` template would load require.js,
 MathJax and Mermaid from cdnjs; those ``<script>`` tags are left out (no notebook here has widgets or
-Mermaid diagrams), as are remote images (the Colab badge cell is dropped; any other remote image is
+Mermaid diagrams), as are remote images (the Colab badge is removed; any other remote image is
 replaced by its alt text). Without MathJax, LaTeX in Markdown shows as its ``$...$`` source; pass
 ``mathjax_url`` (a CDN URL, or a local copy of MathJax 2) to typeset it, which then needs that URL.
 Element ids are prefixed per notebook (``nb01-...``) so that anchors stay unique in the one page.
@@ -34,6 +34,7 @@ _STYLE = re.compile(r"<style[^>]*>.*?</style>", re.S)
 _HEADING = re.compile(r'<h([12]) id="([^"]+)"[^>]*>(.*?)</h\1>', re.S)
 _REMOTE_IMG = re.compile(r'<img\b[^>]*\bsrc="(?:https?:)?//[^"]*"[^>]*>', re.S)
 _ALT = re.compile(r'\balt="([^"]*)"')
+_BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
 
 _REPORT_CSS = """
 body.jp-Notebook { padding: 0 2em; }
@@ -66,7 +67,10 @@ def notebook_fragment(path: str | os.PathLike, prefix: str, *, image_dir: str | 
 
     path = Path(path)
     nb = nbformat.read(str(path), as_version=4)
-    nb.cells = [c for c in nb.cells if not (c.cell_type == "markdown" and "colab-badge" in c.source)]
+    for cell in nb.cells:  # the Colab badge is a remote image and means nothing in a report
+        if cell.cell_type == "markdown":
+            cell.source = _BADGE.sub("", cell.source).strip()
+    nb.cells = [c for c in nb.cells if c.cell_type != "markdown" or c.source]
     exporter = HTMLExporter(template_name="lab", embed_images=True)
     if mathjax_url:
         exporter.mathjax_url = mathjax_url

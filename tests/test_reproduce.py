@@ -157,9 +157,9 @@ def executed_notebook(path: Path, title: str, image_dir: Path) -> Path:
     code = nbformat.v4.new_code_cell("plot()", execution_count=1)
     code.outputs = [nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(PNG_1PX).decode(),
                                                                  "text/plain": "<Figure>"})]
-    nb.cells = [nbformat.v4.new_markdown_cell("[![Open In Colab](https://colab.research.google.com/assets/"
-                                              "colab-badge.svg)](https://colab.research.google.com/)"),
-                nbformat.v4.new_markdown_cell(f"# {title}\n\n## Method\n\n![a diagram](diagram.png)\n\n$x^2$"),
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\n[![Open In Colab](https://colab.research.google.com/"
+                                              "assets/colab-badge.svg)](https://colab.research.google.com/)"),
+                nbformat.v4.new_markdown_cell("## Method\n\n![a diagram](diagram.png)\n\n$x^2$"),
                 code,
                 nbformat.v4.new_markdown_cell("## Results\n\n![remote](https://example.org/x.png)")]
     nbformat.write(nb, str(path))
