@@ -321,6 +321,8 @@ class Trainer:
 
             self.val_set = Subset(self.val_set, range(min(c.max_eval_images, len(self.val_set))))
             self.test_set = Subset(self.test_set, range(min(c.max_eval_images, len(self.test_set))))
+        if c.max_train_images:
+            train_idx = train_idx[:c.max_train_images]
         self.train_indices = train_idx
         counts = [len(pts) for _, pts, _ in train_all.iter_annotations()]
         self.train_mean_count = float(sum(counts[i] for i in train_idx) / max(1, len(train_idx)))

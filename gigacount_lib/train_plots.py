@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["read_log", "plot_training_curves"]
+__all__ = ["read_log", "plot_training_curves", "read_recipe_results"]
+
+RECIPE_COLUMNS = ["recipe", "what", "steps", "train_minutes", "test_mae", "test_rmse", "trivial_mae", "ratio"]
 
 
 def read_log(run_dir: str | os.PathLike):
@@ -44,3 +46,24 @@ def plot_training_curves(log, fig=None):
         eval_ax.legend()
     fig.tight_layout()
     return fig
+
+
+def read_recipe_results(path: str | os.PathLike):
+    """The runs of ``benchmarks/cpu_recipes.py`` (``benchmarks/results/cpu_recipes.json``) as a DataFrame.
+
+    One row per run, in the order they were run: the recipe, what it changes, the optimiser steps, the
+    training minutes, the test MAE/RMSE, the mean-count predictor's MAE and the ratio of the two.
+    """
+    import json
+
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no recipe results; run `python benchmarks/cpu_recipes.py` in a checkout")
+    try:
+        runs = json.loads(path.read_text())["runs"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a cpu_recipes.py results file ({exc})") from exc
+    table = pd.DataFrame(runs)
+    return table[[c for c in RECIPE_COLUMNS if c in table.columns]]

@@ -1,0 +1,126 @@
+"""Training recipes tried for the ``cpu`` preset, each run to the end and scored on the synthetic test split.
+
+Usage::
+
+    .venv/bin/python benchmarks/cpu_recipes.py --list
+    .venv/bin/python benchmarks/cpu_recipes.py --recipes preset          # the cpu preset as shipped
+    .venv/bin/python benchmarks/cpu_recipes.py --recipes baseline ls1 --out runs/cpu_recipes
+
+A recipe is a list of ``TrainConfig.override`` assignments applied to the ``cpu`` preset
+(:func:`gigacount_lib.config.get_preset`). Each run trains with the :class:`~gigacount_lib.train.Trainer`
+under the held-out protocol (a seeded 10% of the training images selects the checkpoint; the test
+split is scored once at the end) and is compared with the mean-count predictor, which always answers
+the mean count of the training images. Results are appended (one row per run, never overwritten) to
+``benchmarks/results/cpu_recipes.json`` with the machine, the load average and the library versions:
+wall times depend on the machine and on what else runs on it, the ratios much less.
+
+Notebook 05 shows the table. Synthetic data, random init, CPU only: these are not UCF-QNRF results.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from gigacount_lib.config import get_preset  # noqa: E402
+from gigacount_lib.utils import atomic_write_json, library_versions  # noqa: E402
+
+# name -> (what changes, overrides of the cpu preset). "preset" is the preset as shipped.
+RECIPES: dict[str, tuple[str, list[str]]] = {
+    "preset": ("the cpu preset as shipped", []),
+    "baseline": ("timm layer scale 1e-6, stochastic depth 0.1, lr 1e-3",
+                 ['model.options={"drop_path_rate":0.1}', "optim.lr=1e-3"]),
+    "ls1": ("layer scale 1.0, no stochastic depth, lr 1e-3",
+            ['model.options={"ls_init_value":1.0,"drop_path_rate":0.0}', "optim.lr=1e-3"]),
+    "ls1_lr2e-3": ("layer scale 1.0, no stochastic depth, lr 2e-3",
+                   ['model.options={"ls_init_value":1.0,"drop_path_rate":0.0}', "optim.lr=2e-3"]),
+    "ls1_noaug": ("layer scale 1.0, no stochastic depth, lr 1e-3, crops only (no flip, colour, blur, noise)",
+                  ['model.options={"ls_init_value":1.0,"drop_path_rate":0.0}', "optim.lr=1e-3",
+                   "data.augmentation=none"]),
+    "ls1_scale100": ("layer scale 1.0, no stochastic depth, lr 1e-3, head temperature exp(s) = 100 at init "
+                     "instead of 1/0.07 (the random text prototypes have cosine 0.73-0.96 with each other)",
+                     ['model.options={"ls_init_value":1.0,"drop_path_rate":0.0,"logit_scale_init":4.60517}',
+                      "optim.lr=1e-3"]),
+    "ls1_scale100_lr2e-3": ("as ls1_scale100 with lr 2e-3",
+                            ['model.options={"ls_init_value":1.0,"drop_path_rate":0.0,"logit_scale_init":4.60517}',
+                             "optim.lr=2e-3"]),
+    "ls1_scale100_lr4e-3": ("as ls1_scale100 with lr 4e-3",
+                            ['model.options={"ls_init_value":1.0,"drop_path_rate":0.0,"logit_scale_init":4.60517}',
+                             "optim.lr=4e-3"]),
+    "ls1_scale100_lr2e-3_b4": ("as ls1_scale100_lr2e-3 with batch 4 images (x 2 crops): twice the steps, "
+                               "the same images per epoch",
+                               ['model.options={"ls_init_value":1.0,"drop_path_rate":0.0,"logit_scale_init":4.60517}',
+                                "optim.lr=2e-3", "data.batch_size=4"]),
+    "ls1_scale100_lr2e-3_count5": ("as ls1_scale100_lr2e-3 with the DM-Count term weighted 5 (lambda_1 = 5 "
+                                   "instead of 1): short runs undercount dense crops",
+                                   ['model.options={"ls_init_value":1.0,"drop_path_rate":0.0,"logit_scale_init":4.60517}',
+                                    "optim.lr=2e-3", 'loss.options={"mode":"reference","weight_count":5.0}']),
+}
+
+RESULTS = REPO / "benchmarks" / "results" / "cpu_recipes.json"
+
+
+def run_recipe(name: str, out_root: Path, extra: list[str]) -> dict:
+    from gigacount_lib.train import Trainer
+
+    what, overrides = RECIPES[name]
+    config = get_preset("cpu").override(*overrides, *extra)
+    out = out_root / name
+    start = time.perf_counter()
+    summary = Trainer(config, out, progress=False).fit()
+    wall = time.perf_counter() - start
+    test = summary.get("test", {})
+    return {"recipe": name, "what": what, "overrides": overrides + list(extra), "status": summary["status"],
+            "steps": summary["global_step"], "epochs": summary["epochs_run"],
+            "train_minutes": round(summary["train_seconds"] / 60, 1), "wall_minutes": round(wall / 60, 1),
+            "test_mae": test.get("mae"), "test_rmse": test.get("rmse"), "trivial_mae": summary.get("trivial_mae"),
+            "ratio": summary.get("mae_ratio_to_trivial"), "best_val_mae": summary["best"].get("mae"),
+            "load_after": list(os.getloadavg()), "run_dir": str(out)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", nargs="+", default=["preset"], help=f"any of {', '.join(RECIPES)}")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="an extra override for every recipe (e.g. max_minutes=5)")
+    parser.add_argument("--out", default="runs/cpu_recipes", help="folder for the run folders")
+    parser.add_argument("--list", action="store_true", help="list the recipes and exit")
+    parser.add_argument("--no-write", action="store_true", help=f"do not append to {RESULTS.relative_to(REPO)}")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, (what, overrides) in RECIPES.items():
+            print(f"{name:12s} {what}\n{'':12s} {' '.join(overrides) or '(no overrides)'}")
+        return 0
+    unknown = [r for r in args.recipes if r not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipe(s) {unknown}; choose from {', '.join(RECIPES)}")
+    out_root = Path(args.out)
+    for name in args.recipes:
+        if (out_root / name / "last.pt").exists():
+            parser.error(f"{out_root / name} already holds a run; pass another --out")
+    for name in args.recipes:
+        row = run_recipe(name, out_root, args.set)
+        print(json.dumps(row))
+        if row["status"] == "interrupted":  # a partial run is not a result; resume it by hand if wanted
+            print(f"{name}: interrupted, not recorded")
+            return 130
+        if not args.no_write:
+            data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {
+                "script": "benchmarks/cpu_recipes.py", "data": "embedded synthetic dataset (300 train + 100 test, "
+                "512x384), held-out protocol, random init", "runs": []}
+            row.update(machine={"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+                       versions=library_versions(), date=time.strftime("%Y-%m-%d %H:%M"))
+            data["runs"].append(row)
+            atomic_write_json(RESULTS, data)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
