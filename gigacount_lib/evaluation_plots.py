@@ -4,8 +4,9 @@ The inputs are what :func:`gigacount_lib.evaluate.evaluate_model` and :mod:`giga
 return: ``EvalResult.per_image`` tables (one per model, keyed by a label), ``ReliabilityStats`` and
 the ablation table. A single-panel function takes an ``ax`` and returns it; a multi-panel one takes
 an optional ``fig`` and returns it; nothing is saved here (use :func:`gigacount_lib.viz.save_figure`).
-Besides the figures, the few helpers that prepare their inputs: :func:`brightness_bins`,
-:func:`error_by_group`, :func:`best_and_worst` and :func:`collect_examples` (which runs the model).
+Besides the figures, the few helpers that prepare their inputs: :func:`evaluate_checkpoint` (a
+checkpoint on the test split of the data it was trained on, as ``gigacount eval`` does),
+:func:`brightness_bins`, :func:`error_by_group`, :func:`best_and_worst` and :func:`collect_examples`.
 """
 from __future__ import annotations
 
@@ -16,9 +17,53 @@ import numpy as np
 from .evaluate import DENSITY_LEVELS, REDUCTION
 from .viz import panel_grid, show_image, show_map, show_points
 
-__all__ = ["brightness_bins", "error_by_group", "plot_error_by_density", "plot_error_by_brightness",
+__all__ = ["evaluate_checkpoint", "brightness_bins", "error_by_group", "plot_error_by_density", "plot_error_by_brightness",
            "plot_error_analysis", "best_and_worst", "collect_examples", "plot_density_examples",
            "plot_reliability_comparison", "plot_ablation"]
+
+
+# ------------------------------------------------------------------------------- inputs
+def evaluate_checkpoint(path, *, device="cpu", split: str = "test", data_root=None) -> dict[str, Any]:
+    """Evaluate a checkpoint on a split of the data it was trained on, with its own evaluation windows.
+
+    The dataset, its preprocessing and the windows come from the checkpoint's config (as in
+    ``gigacount eval``); ``data_root`` replaces the config's root. The mean-count predictor's MAE uses
+    ``train_mean_count`` from the run's ``summary.json`` when it is beside the checkpoint.
+
+    Returns:
+        ``{"result": EvalResult, "model", "dataset", "config" (dict), "window", "stride",
+        "trivial_mae", "ratio"}`` (the last two NaN without a training mean).
+    """
+    import json
+    import math
+    from pathlib import Path
+
+    from .checkpoint import build_model_from_checkpoint, load_checkpoint
+    from .data.datasets import build_dataset
+    from .evaluate import evaluate_model
+
+    blob = load_checkpoint(path)
+    config = blob["config"]
+    data = config["data"]
+    kwargs = {k: data[k] for k in ("min_size", "max_size") if data.get(k) is not None}
+    if data["dataset"] == "synthetic":
+        kwargs.update(quick=data.get("synthetic_quick", False), seed=0)
+    dataset = build_dataset(data["dataset"], data_root if data_root is not None else data["root"], split, **kwargs)
+    model = build_model_from_checkpoint(blob, device=device)
+    window = config.get("eval_window")
+    stride = (config.get("eval_stride") or window) if window else None
+    result = evaluate_model(model, dataset, device=device, window=window, stride=stride,
+                            protocol=config.get("protocol"))
+    trivial = math.nan
+    summary = Path(path).parent / "summary.json"
+    if summary.is_file():
+        mean = json.loads(summary.read_text()).get("train_mean_count")
+        if mean is not None:
+            true = result.per_image.loc[result.per_image["labelled"], "true_count"].to_numpy(dtype=float)
+            trivial = float(np.abs(true - float(mean)).mean()) if true.size else math.nan
+    ratio = result.metrics["mae"] / trivial if trivial and math.isfinite(trivial) else math.nan
+    return {"result": result, "model": model, "dataset": dataset, "config": config, "window": window,
+            "stride": stride, "trivial_mae": trivial, "ratio": ratio}
 
 
 # ------------------------------------------------------------------------------- error analysis
@@ -74,12 +119,18 @@ def error_by_group(results: Mapping[str, Any], by: str = "density_level", n_bins
     ``by`` is ``"density_level"`` (the tertiles of :func:`gigacount_lib.evaluate.density_levels`) or
     ``"brightness_bin"`` (:func:`brightness_bins` of the first model's images).
     """
-    tidy, _ = _tidy(results, n_bins)
     if by not in ("density_level", "brightness_bin"):
         raise ValueError(f"by must be 'density_level' or 'brightness_bin', got {by!r}")
-    grouped = tidy.groupby(["model", by], sort=False)
+    tidy, order = _tidy(results, n_bins)
+    import pandas as pd
+
+    groups = [g for g in DENSITY_LEVELS if g in set(tidy[by])] if by == "density_level" else order
+    tidy[by] = pd.Categorical(tidy[by], categories=groups, ordered=True)
+    tidy["model"] = pd.Categorical(tidy["model"], categories=list(results), ordered=True)
+    grouped = tidy.groupby(["model", by], sort=True, observed=True)
     table = grouped.agg(images=("abs_error", "size"), mae=("abs_error", "mean"), mean_error=("error", "mean"),
                         true_mean=("true_count", "mean")).reset_index()
+    table["model"], table[by] = table["model"].astype(str), table[by].astype(str)
     return table
 
 
@@ -205,6 +256,8 @@ def plot_reliability_comparison(stats: Mapping[str, Sequence[Any]], fig=None):
             if s is None:
                 continue
             plot_reliability(ax, s, label=label, color=f"C{i}")
+            used = s.count.numpy() > 0  # bins with accuracy 0 draw no bar: mark (confidence, accuracy) too
+            ax.plot(s.confidence.numpy()[used], s.accuracy.numpy()[used], "o", color=f"C{i}", ms=5)
             blocks.append(int(s.count.sum()))
         ax.set_title(f"{title}: {max(blocks) if blocks else 0:,} blocks")
         ax.legend(loc="upper left", fontsize=8)
@@ -252,7 +305,8 @@ def plot_ablation(table, fig=None, metric: str = "test_mae", references: Mapping
                       linestyle="none", markers="_", capsize=0.2, ax=ax)
         if metric == "test_mae" and "trivial_mae" in part and part["trivial_mae"].notna().any():
             ax.axhline(float(part["trivial_mae"].mean()), color="grey", ls="--", lw=1, label="mean-count predictor")
-            ax.legend(loc="best", fontsize=8)
+            if ax is panels[0]:
+                ax.legend(loc="upper right", fontsize=8)
         ax.set_title(name)
         ax.set_xlabel("")
         ax.set_ylabel(metric if ax is panels[0] else "")

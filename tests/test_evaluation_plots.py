@@ -47,8 +47,10 @@ def test_error_by_group_and_the_error_analysis_figure():
     results = {"official": per_image(0), "official + low light": per_image(1)}
     table = ep.error_by_group(results, "density_level")
     assert set(table["model"]) == set(results) and table["images"].sum() == 18
-    assert set(ep.error_by_group(results, "brightness_bin")["brightness_bin"]) == {"0.10-0.37", "0.37-0.63",
-                                                                                  "0.63-0.90"}
+    by_light = ep.error_by_group(results, "brightness_bin")
+    assert list(by_light["brightness_bin"][:3]) == ["0.10-0.37", "0.37-0.63", "0.63-0.90"]  # darkest first
+    assert list(by_light["model"]) == ["official"] * 3 + ["official + low light"] * 3
+    assert list(table["density_level"][:3]) == ["sparse", "medium", "dense"]
     fig = ep.plot_error_analysis(results, title="synthetic")
     assert len(fig.axes) == 2 and fig.axes[0].get_title() == "error against density"
     _, ax = plt.subplots()
