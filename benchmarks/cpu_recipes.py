@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,14 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
                                    "instead of 1): short runs undercount dense crops",
                                    ['model.options={"ls_init_value":1.0,"drop_path_rate":0.0,"logit_scale_init":4.60517}',
                                     "optim.lr=2e-3", 'loss.options={"mode":"reference","weight_count":5.0}']),
+    "ls1_scale100_lr2e-3_dec128": ("as ls1_scale100_lr2e-3 with a 128-wide decoder instead of 256 (at 128² crops "
+                                   "the 256-wide decoder costs about as much as the encoder)",
+                                   ['model.options={"ls_init_value":1.0,"drop_path_rate":0.0,"logit_scale_init":4.60517,'
+                                    '"decoder_channels":128}', "optim.lr=2e-3"]),
+    "ls1_scale100_lr2e-3_noaug": ("as ls1_scale100_lr2e-3 with crops only (no flip, colour, blur up to sigma 5, "
+                                  "pepper-salt noise): the heads are a few pixels wide",
+                                  ['model.options={"ls_init_value":1.0,"drop_path_rate":0.0,"logit_scale_init":4.60517}',
+                                   "optim.lr=2e-3", "data.augmentation=none"]),
 }
 
 RESULTS = REPO / "benchmarks" / "results" / "cpu_recipes.json"
@@ -112,14 +121,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: interrupted, not recorded")
             return 130
         if not args.no_write:
-            data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {
-                "script": "benchmarks/cpu_recipes.py", "data": "embedded synthetic dataset (300 train + 100 test, "
-                "512x384), held-out protocol, random init", "runs": []}
-            row.update(machine={"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
-                       versions=library_versions(), date=time.strftime("%Y-%m-%d %H:%M"))
-            data["runs"].append(row)
-            atomic_write_json(RESULTS, data)
+            append_row(row)
     return 0
+
+
+def append_row(row: dict) -> None:
+    """Append one run to the results file under a lock (several recipes may run side by side)."""
+    import fcntl
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {
+            "script": "benchmarks/cpu_recipes.py", "data": "embedded synthetic dataset (300 train + 100 test, "
+            "512x384), held-out protocol, random init", "runs": []}
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=REPO).stdout.strip() or "unknown"
+        row.update(git_commit=commit, machine={"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+                   versions=library_versions(), date=time.strftime("%Y-%m-%d %H:%M"))
+        data["runs"].append(row)
+        atomic_write_json(RESULTS, data)
 
 
 if __name__ == "__main__":
