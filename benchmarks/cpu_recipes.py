@@ -86,12 +86,30 @@ def run_recipe(name: str, out_root: Path, extra: list[str]) -> dict:
     summary = Trainer(config, out, progress=False).fit()
     wall = time.perf_counter() - start
     test = summary.get("test", {})
-    return {"recipe": name, "what": what, "overrides": overrides + list(extra), "status": summary["status"],
+    return {**run_row_details(out),"recipe": name, "what": what, "overrides": overrides + list(extra), "status": summary["status"],
             "steps": summary["global_step"], "epochs": summary["epochs_run"],
             "train_minutes": round(summary["train_seconds"] / 60, 1), "wall_minutes": round(wall / 60, 1),
             "test_mae": test.get("mae"), "test_rmse": test.get("rmse"), "trivial_mae": summary.get("trivial_mae"),
             "ratio": summary.get("mae_ratio_to_trivial"), "best_val_mae": summary["best"].get("mae"),
             "load_after": list(os.getloadavg()), "run_dir": str(out)}
+
+
+def run_row_details(run_dir: Path) -> dict:
+    """What a run's test split shows beyond MAE: mean true and predicted counts per density quintile,
+    and the share of non-empty blocks put in the right bin (read from ``test/``)."""
+    import pandas as pd
+
+    per_image, metrics = run_dir / "test" / "per_image.csv", run_dir / "test" / "metrics.json"
+    if not per_image.is_file():
+        return {}
+    table = pd.read_csv(per_image)
+    table["quintile"] = pd.qcut(table["true_count"], 5, labels=False, duplicates="drop")
+    by = table.groupby("quintile")[["true_count", "pred_count"]].mean().round(1)
+    details = {"by_density_quintile": {"mean_true": by["true_count"].tolist(), "mean_pred": by["pred_count"].tolist()}}
+    if metrics.is_file():
+        m = json.loads(metrics.read_text())["metrics"]
+        details["nonempty_block_accuracy"] = m.get("nonempty_block_accuracy")
+    return details
 
 
 def main(argv: list[str] | None = None) -> int:
