@@ -257,7 +257,8 @@ def plot_reliability_comparison(stats: Mapping[str, Sequence[Any]], fig=None):
                 continue
             plot_reliability(ax, s, label=label, color=f"C{i}")
             used = s.count.numpy() > 0  # bins with accuracy 0 draw no bar: mark (confidence, accuracy) too
-            ax.plot(s.confidence.numpy()[used], s.accuracy.numpy()[used], "o", color=f"C{i}", ms=6, clip_on=False, zorder=5)
+            ax.plot(s.confidence.numpy()[used], s.accuracy.numpy()[used], "o", color=f"C{i}", ms=6, clip_on=False,
+                    zorder=5)
             blocks.append(int(s.count.sum()))
         ax.set_title(f"{title}: {max(blocks) if blocks else 0:,} blocks")
         ax.legend(loc="upper left", fontsize=8)
