@@ -17,7 +17,8 @@ import numpy as np
 from .evaluate import DENSITY_LEVELS, REDUCTION
 from .viz import panel_grid, show_image, show_map, show_points
 
-__all__ = ["evaluate_checkpoint", "brightness_bins", "error_by_group", "plot_error_by_density", "plot_error_by_brightness",
+__all__ = ["evaluate_checkpoint", "brightness_bins", "error_by_group", "plot_error_by_density",
+           "plot_error_by_brightness",
            "plot_error_analysis", "best_and_worst", "collect_examples", "plot_density_examples",
            "plot_reliability_comparison", "plot_ablation"]
 

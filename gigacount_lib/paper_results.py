@@ -61,7 +61,8 @@ PUBLISHED: tuple[PublishedResult, ...] = (
                     f"{CLIP_EBC_README}, table 'Results on NWPU Test'", verified=True),
     PublishedResult("CLIP-EBC (ViT-B/16)", "NWPU-Crowd", "test", 61.2, 278.3,
                     f"{CLIP_EBC_README}, table 'Results on NWPU Test' (later README versions)", verified=True),
-    PublishedResult("CLIP-EBC", "NWPU-Crowd", "test", 58.2, 268.5, f"{CLIP_EBC_PAPER}, abstract of v2 (v3: the MAE only)",
+    PublishedResult("CLIP-EBC", "NWPU-Crowd", "test", 58.2, 268.5,
+                    f"{CLIP_EBC_PAPER}, abstract of v2 (v3: the MAE only)",
                     verified=True, note="the paper's number; the README's benchmark submission above differs"),
 )
 
