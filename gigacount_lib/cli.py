@@ -104,15 +104,26 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         test = build_dataset(dataset, args.data if args.data else data["root"], "test", **kwargs)
         device = select_device(args.device)
         model = build_model_from_checkpoint(blob, device=device)
-        window = None if args.full_image else args.window
-        result = evaluate_model(model, test, device=device, window=window, stride=args.stride if window else None)
+        config = blob["config"]
+        trained_with = config.get("protocol", "heldout")
+        protocol = args.protocol or trained_with
+        if protocol != trained_with:
+            print(f"warning: {args.checkpoint} was selected under the {trained_with!r} protocol; the label "
+                  f"{protocol!r} describes how a checkpoint was chosen, not how it is evaluated", file=sys.stderr)
+        if args.full_image:
+            window = stride = None
+        else:  # the window the run evaluated with (the official 224/224 unless its preset says otherwise)
+            window = args.window or config.get("eval_window")
+            stride = args.stride or (args.window if args.window else config.get("eval_stride")) or window
+        result = evaluate_model(model, test, device=device, window=window, stride=stride if window else None,
+                                protocol=protocol)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         return _fail("eval", exc)
     if args.out:
         result.save(args.out)
     m = result.metrics
     print(f"{args.checkpoint}: {dataset} test, {m['images']} images: MAE {m['mae']:.2f}, RMSE {m['rmse']:.2f}, "
-          f"NAE {m['nae']:.3f} [{protocol_label(args.protocol)}]")
+          f"NAE {m['nae']:.3f} [{protocol_label(protocol)}]")
     return 0
 
 
@@ -200,10 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint")
     ev.add_argument("--data", default=None, help="dataset root (default: the one the checkpoint was trained on)")
     ev.add_argument("--dataset", default=None)
-    ev.add_argument("--protocol", choices=["official", "heldout"], default="heldout",
-                    help="how the checkpoint was selected, for the label of the result")
-    ev.add_argument("--window", type=int, default=224, help="sliding-window size (official: 224)")
-    ev.add_argument("--stride", type=int, default=224, help="sliding-window stride (official: 224)")
+    ev.add_argument("--protocol", choices=["official", "heldout"], default=None,
+                    help="how the checkpoint was selected, for the label of the result (default: the run's)")
+    ev.add_argument("--window", type=cli_int(8), default=None,
+                    help="sliding-window size (default: the run's eval_window; official 224)")
+    ev.add_argument("--stride", type=cli_int(8), default=None, help="sliding-window stride (default: the run's)")
     ev.add_argument("--full-image", action="store_true", help="one pass over each image (when it fits)")
     ev.add_argument("--out", default=None, help="folder for per_image.csv and metrics.json")
     ev.add_argument("--device", default="auto")

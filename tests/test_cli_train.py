@@ -47,6 +47,20 @@ def test_eval_reports_the_test_metrics(trained_run, tmp_path, capsys):
     assert (out / "per_image.csv").is_file() and (out / "metrics.json").is_file()
 
 
+def test_eval_uses_the_runs_window_and_protocol_unless_told(trained_run, tmp_path, capsys):
+    config = json.loads((trained_run / "config.json").read_text())
+    assert main(["eval", str(trained_run / "best_mae.pt"), "--out", str(tmp_path / "a"), "--device", "cpu"]) == 0
+    settings = json.loads((tmp_path / "a" / "metrics.json").read_text())["settings"]
+    assert settings["window"] == config["eval_window"] and settings["protocol"] == config["protocol"]
+    assert "warning" not in capsys.readouterr().err
+    assert main(["eval", str(trained_run / "best_mae.pt"), "--window", "64", "--protocol", "official",
+                 "--out", str(tmp_path / "b"), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "selected on test" in captured.out and "was selected under the 'heldout' protocol" in captured.err
+    settings = json.loads((tmp_path / "b" / "metrics.json").read_text())["settings"]
+    assert (settings["window"], settings["stride"]) == (64, 64)
+
+
 def test_bad_input_messages(trained_run, tmp_path, capsys):
     assert main(["train", "--preset", "cpu-quick", "--out", str(tmp_path / "none"), "--resume", *QUICK]) == 2
     assert "no checkpoint" in capsys.readouterr().err

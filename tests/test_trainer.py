@@ -76,30 +76,32 @@ def test_official_schedule_is_warmup_then_warm_restarts():
         build_scheduler(opt, config, total=300)
 
 
-def test_training_lowers_the_loss_and_the_count_error(tmp_path):
-    """Twelve short epochs of the tiny preset lower the training loss and the count error on the
-    model's own training images, against the same model before training.
-
-    The issue's bar, beating the mean-count predictor on those images, is NOT reached by any short
-    CPU recipe tried so far (see the issue note), so it is not asserted here.
-    """
+def test_training_lowers_the_loss_and_beats_the_mean_count_predictor(tmp_path):
+    """A short run of the cpu-quick recipe on four synthetic images lowers the training loss and
+    counts those images better than the mean-count predictor (which answers their mean count) and
+    than the same model before training. Evaluated with sliding windows of the crop size."""
     from torch.utils.data import Subset
 
     from gigacount_lib.evaluate import evaluate_model
+    from gigacount_lib.models import build_model
 
-    config = tiny_config(epochs=12, eval_every=12, protocol="official", **{"data.max_eval_images": None})
+    epochs = 150
+    config = tiny_config(epochs=epochs, eval_every=epochs, protocol="official", eval_window=96, eval_stride=96,
+                         **{"data.max_eval_images": 2, "data.max_train_images": 4, "schedule.warmup": 10,
+                            "data.crop_size": 96, "data.augmentation": "none"})
     trainer = Trainer(config, tmp_path / "run", progress=False)
     summary = trainer.fit()
     losses = [row["train_loss"] for row in trainer.history]
-    assert losses[-1] < losses[0]
-    train_images = Subset(trainer.loader.dataset.dataset, trainer.train_indices[:12])
-    trained = evaluate_model(trainer.raw_model, train_images, device="cpu").metrics["mae"]
-    from gigacount_lib.models import build_model
-
+    assert sum(losses[-5:]) < sum(losses[:5])
+    train_images = Subset(trainer.loader.dataset.dataset, trainer.train_indices)
+    result = evaluate_model(trainer.raw_model, train_images, window=96, stride=96)
+    true = result.per_image["true_count"].to_numpy()
+    mean_predictor = float(abs(true - true.mean()).mean())
     torch.manual_seed(config.seed)
-    untrained_model = build_model(config.model.name, trainer.bin_config, pretrained=None)
-    untrained = evaluate_model(untrained_model, train_images, device="cpu").metrics["mae"]
-    assert trained < untrained
+    untrained = build_model(config.model.name, trainer.bin_config, pretrained=None, **config.model.options)
+    before = evaluate_model(untrained, train_images, window=96, stride=96).metrics["mae"]
+    assert result.metrics["mae"] < mean_predictor, (result.metrics["mae"], mean_predictor)
+    assert result.metrics["mae"] < before
     assert summary["status"] == "completed" and math.isfinite(summary["test"]["mae"])
 
 
