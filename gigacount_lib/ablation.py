@@ -184,17 +184,11 @@ def apply_overrides(config, overrides: Iterable[str]):
     reach into a dict field, adding the key if needed (``model.options.keep_stage4=true``). Names of
     config sections and fields are still checked.
     """
-    from .config import TrainConfig
+    from .config import TrainConfig, parse_assignment
 
     data = config.to_dict()
     for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r}: expected FIELD=VALUE, e.g. optim.lr=1e-3")
-        key, raw = item.split("=", 1)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+        key, value = parse_assignment(item)
         path = [p for p in key.strip().split(".")]
         target: Any = data
         inside_field = False  # True once the path has entered a dict-valued field (free keys)

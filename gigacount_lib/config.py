@@ -20,8 +20,19 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "LossConfig", "TrainConfig",
+__all__ = ["parse_assignment", "DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "LossConfig", "TrainConfig",
            "PRESETS", "get_preset", "list_presets"]
+
+
+def parse_assignment(item: str) -> tuple[str, Any]:
+    """``"a.b=value"`` -> ``("a.b", value)`` with the value parsed as JSON, else kept as a string."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r}: expected FIELD=VALUE, e.g. optim.lr=1e-3")
+    key, raw = item.split("=", 1)
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
 
 
 @dataclass
@@ -144,13 +155,7 @@ class TrainConfig:
         """A copy with ``"section.field=value"`` assignments applied (values parsed as JSON, else strings)."""
         data = self.to_dict()
         for item in assignments:
-            if "=" not in item:
-                raise ValueError(f"override {item!r}: expected FIELD=VALUE, e.g. optim.lr=1e-3")
-            key, raw = item.split("=", 1)
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
+            key, value = parse_assignment(item)
             target = data
             *path, last = key.strip().split(".")
             for name in path:
