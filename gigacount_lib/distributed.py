@@ -39,6 +39,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .utils import module_device
+
 __all__ = ["env_world", "init_distributed", "destroy_distributed", "is_distributed", "get_rank",
            "get_world_size", "is_main", "barrier", "all_reduce_mean", "any_rank", "all_ranks",
            "broadcast_object", "local_main_first", "CPUSyncBatchNorm", "convert_sync_batchnorm"]
@@ -334,14 +336,6 @@ class CPUSyncBatchNorm(_BatchNorm):
         return out
 
 
-def _module_device(module: nn.Module) -> torch.device:
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
 def convert_sync_batchnorm(module: nn.Module, process_group=None, *,
                            device: torch.device | str | None = None) -> nn.Module:
     """Replace ``module``'s BatchNorms by synchronised ones; returns the converted module.
@@ -351,7 +345,7 @@ def convert_sync_batchnorm(module: nn.Module, process_group=None, *,
     lives. The parameters and buffers are shared with the original BatchNorms and the state-dict
     keys do not change.
     """
-    device = torch.device(device) if device is not None else _module_device(module)
+    device = torch.device(device) if device is not None else module_device(module)
     if device.type in _TORCH_SYNCBN_DEVICES:
         return nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)
     return CPUSyncBatchNorm.convert(module, process_group)

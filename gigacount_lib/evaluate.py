@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from .calibration import (ReliabilityAccumulator, ReliabilityStats, block_probabilities, expected_calibration_error,
                           reliability_stats)
 from .models.head import CountingOutput
-from .utils import atomic_write_bytes, atomic_write_json, get_logger
+from .utils import atomic_write_bytes, atomic_write_json, get_logger, module_device
 
 __all__ = [
     "REDUCTION", "DEFAULT_WINDOW", "DEFAULT_STRIDE", "CPU_MAX_PIXELS", "BYTES_PER_PIXEL", "CUDA_MEMORY_FRACTION",
@@ -166,14 +166,6 @@ def count_metrics(pred: Sequence[float] | np.ndarray | Tensor,
 
 
 # ------------------------------------------------------------------------------------- inference
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
 def _as_batch(images: Tensor) -> Tensor:
     if not torch.is_tensor(images) or images.ndim not in (3, 4) or images.shape[-3] != 3:
         shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
@@ -204,7 +196,7 @@ def predict_full(model: nn.Module, images: Tensor) -> CountingOutput:
         The model's :class:`CountingOutput`: logits ``(B, K, ceil(H/8), ceil(W/8))`` and density
         ``(B, 1, ceil(H/8), ceil(W/8))``, as the model returns them.
     """
-    batch = _as_batch(images).to(_model_device(model))
+    batch = _as_batch(images).to(module_device(model))
     with _inference(model):
         return model(batch)
 
@@ -300,7 +292,7 @@ def predict_sliding(model: nn.Module, image: Tensor, window: int | Sequence[int]
     batch = _as_batch(image)
     n_img, _, height, width = batch.shape
     boxes = sliding_windows(height, width, window, stride)
-    device = _model_device(model)
+    device = module_device(model)
     batch = batch.to(device)
     h, w = math.ceil(height / REDUCTION), math.ceil(width / REDUCTION)
     groups: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
@@ -397,7 +389,7 @@ def predict_density(model: nn.Module, image: Tensor, *, window: int | Sequence[i
     """
     height, width = _as_batch(image).shape[-2:]
     plan = plan_inference(int(height), int(width), window=window, stride=stride, max_pixels=max_pixels,
-                          device=_model_device(model))
+                          device=module_device(model))
     return _run_plan(model, image, plan, batch_size)
 
 

@@ -244,6 +244,15 @@ def _number(value: Any) -> Any:
     return value if isinstance(value, (int, float, str)) or value is None else str(value)
 
 
+def _read_headline_json(path: Path):
+    """A notebook's JSON output, or None (with a warning) when it cannot be read."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        log.warning("%s: unreadable (%s); left out of the headline numbers", path, exc)
+        return None
+
+
 def collect_headline(output_dir: str | os.PathLike) -> dict[str, Any]:
     """The headline numbers of a run's ``output_dir``.
 
@@ -255,11 +264,7 @@ def collect_headline(output_dir: str | os.PathLike) -> dict[str, Any]:
     output_dir = Path(output_dir)
     runs, extra = [], {}
     for path in sorted(output_dir.rglob("summary.json")):
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            log.warning("%s: unreadable (%s); left out of the headline numbers", path, exc)
-            continue
+        summary = _read_headline_json(path)
         if not isinstance(summary, dict) or "status" not in summary:
             continue
         test = summary.get("test") or {}
@@ -277,10 +282,8 @@ def collect_headline(output_dir: str | os.PathLike) -> dict[str, Any]:
                      "global_step": summary.get("global_step"), "train_seconds": summary.get("train_seconds"),
                      "seed": seed, "protocol_label": summary.get("protocol_label")})
     for path in sorted(output_dir.glob("headline*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            log.warning("%s: unreadable (%s); left out of the headline numbers", path, exc)
+        data = _read_headline_json(path)
+        if data is None:
             continue
         if isinstance(data, dict):
             extra.update(data)

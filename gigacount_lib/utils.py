@@ -68,6 +68,17 @@ def select_device(device: str = "auto"):
     return resolved
 
 
+def module_device(module) -> "torch.device":  # noqa: F821
+    """The device of a module's first parameter (else buffer); CPU for a module holding neither."""
+    import torch
+
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
 def autocast_dtype(device) -> "torch.dtype":  # noqa: F821
     """The mixed-precision dtype for a device: bfloat16 on CPU and recent GPUs, float16 on older GPUs."""
     import torch
