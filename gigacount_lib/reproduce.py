@@ -24,7 +24,8 @@ runs one notebook, ``--from 04`` resumes from one; both continue the latest run 
 
 Every notebook takes the same parameters (:data:`NOTEBOOK_PARAMETERS`): a preset maps onto them, so
 ``tiny`` and ``quick`` both run ``quick=True`` (the notebooks cannot tell them apart), ``cpu`` runs
-``quick=False``, and the GPU presets add a dataset root and ``device="cuda"``.
+``quick=False``, and the GPU presets add a dataset root and ``device="cuda"``. Every preset passes
+``solutions=True``, so the notebooks' exercises check their reference solutions.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ log = get_logger("reproduce")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The contract of every notebook's cell tagged ``parameters``.
-NOTEBOOK_PARAMETERS = ("data_root", "quick", "device", "seed", "output_dir")
+NOTEBOOK_PARAMETERS = ("data_root", "quick", "device", "seed", "output_dir", "solutions")
 
 __all__ = ["NOTEBOOK_PARAMETERS", "ReproducePreset", "REPRODUCE_PRESETS", "NotebookFailed", "list_notebooks",
            "select_notebooks", "run_notebook", "notebook_parameters", "collect_headline", "reproduce", "main"]
@@ -140,10 +141,11 @@ def select_notebooks(notebooks: Sequence[Path], *, only: Sequence[str] | None = 
 
 def notebook_parameters(preset: str | ReproducePreset, *, output_dir: str | os.PathLike, seed: int = 0,
                         data_root: str | None = None, device: str | None = None) -> dict[str, Any]:
-    """The :data:`NOTEBOOK_PARAMETERS` of a preset."""
+    """The :data:`NOTEBOOK_PARAMETERS` of a preset (``solutions=True``: the exercises check their reference
+    solutions, so a reproduction shows them passing)."""
     p = REPRODUCE_PRESETS[preset] if isinstance(preset, str) else preset
     return {"data_root": data_root, "quick": p.quick, "device": device or p.device, "seed": int(seed),
-            "output_dir": str(Path(output_dir).resolve())}
+            "output_dir": str(Path(output_dir).resolve()), "solutions": True}
 
 
 def _cell_from_partial(partial: Path, cell_index: int | None) -> tuple[int | None, str]:

@@ -75,8 +75,14 @@ def test_notebook_contract(path):
     source = "".join(tagged[0]["source"])
     for name in NOTEBOOK_PARAMETERS:
         assert re.search(rf"^{name}\s*=", source, re.M), f"parameters cell lacks {name}"
+    assert "solutions" in NOTEBOOK_PARAMETERS
+    assert re.search(r"^solutions\s*=\s*False\b", source, re.M), \
+        "solutions must default to False (the exercises check the student's own answers)"
     assert all(not c.get("outputs") and c.get("execution_count") is None
                for c in cells if c["cell_type"] == "code"), "commit notebooks without outputs"
     text = "".join("".join(c["source"]) for c in cells)
+    headings = [c for c in cells if c["cell_type"] == "markdown" and "".join(c["source"]).startswith("## Exercises")]
+    assert len(headings) == 1, "one '## Exercises' section per notebook"
+    assert "gigacount_lib.exercises" in text and "if solutions else" in text, "exercises check their answers"
     for term in KEY_TERMS.get(path.name[:2], ()):
         assert term in text, f"{path.name} should discuss {term!r}"

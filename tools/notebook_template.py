@@ -1,7 +1,7 @@
 """Write a course notebook with the standard opening cells (developer tool, not part of the library).
 
 Every notebook starts with: a title + Colab badge (markdown), a setup cell, then the cell tagged
-``parameters`` that papermill overrides (``data_root, quick, device, seed, output_dir``).
+``parameters`` that papermill overrides (``data_root, quick, device, seed, output_dir, solutions``).
 
 Usage from a throwaway script::
 
@@ -35,7 +35,8 @@ data_root = None  # dataset root in UCF-QNRF layout, or None for the embedded sy
 quick = True  # True: small and fast (tests, CPU); False: the full reproduction settings
 device = "auto"  # "auto", "cpu" or "cuda"
 seed = 0  # seeds Python, NumPy and torch
-output_dir = "../figures"  # where figures are saved'''
+output_dir = "../figures"  # where figures are saved
+solutions = False  # True: check the reference solutions instead of your own answers'''
 
 
 def md(text: str):
