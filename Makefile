@@ -9,11 +9,14 @@ STAMP  := $(VENV)/.installed
 # local disk; any other version would be a multi-gigabyte download.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+# make slides / make site: the lecture decks and the offline course site (site/index.html), from the
+# newest reproduction run when there is one; SITE_ARGS="--run reports/RUN" or "--unexecuted" to choose.
+SITE_ARGS ?=
 # make reproduce PRESET=quick: cpu (default, <= 60 min on 2 cores), quick (<= 10 min), tiny (CI),
 # colab-t4 / paper (a GPU and a dataset root: python -m gigacount_lib.reproduce --preset paper --data-root DIR)
 PRESET ?= cpu
 
-.PHONY: install test test-fast reproduce bench clean-venv
+.PHONY: install test test-fast reproduce bench slides site clean-venv
 
 install: $(STAMP)
 
@@ -33,6 +36,12 @@ test-fast: $(STAMP)
 
 reproduce: $(STAMP)
 	$(PY) -m gigacount_lib.reproduce --preset $(PRESET)
+
+slides: $(STAMP)
+	$(PY) -m gigacount_lib.cli slides $(SITE_ARGS)
+
+site: $(STAMP)
+	$(PY) -m gigacount_lib.cli site $(SITE_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_losses.py

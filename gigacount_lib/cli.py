@@ -6,6 +6,8 @@
     gigacount train --preset P [--data ROOT --dataset D] [--out DIR] [--resume] [--set FIELD=VALUE ...]
     gigacount eval CKPT [--data ROOT --dataset D] [--protocol official|heldout] [--out DIR]
     gigacount predict CKPT IMAGE_OR_FOLDER... [--out DIR]
+    gigacount slides [--run DIR | --unexecuted] [--out DIR] [--only NN ...]   reveal.js decks, offline
+    gigacount site [--run DIR | --unexecuted] [--out DIR]                    the course site, offline
 """
 from __future__ import annotations
 
@@ -148,6 +150,50 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0 if rows else 2
 
 
+def _course_run(args: argparse.Namespace):
+    """--run DIR, --unexecuted (False) or the newest reproduction run (None)."""
+    return False if args.unexecuted else args.run
+
+
+def _cmd_slides(args: argparse.Namespace) -> int:
+    from .slides import build_slides, notebook_sources
+
+    try:
+        sources = notebook_sources(_course_run(args), reports_dir=args.reports_dir)
+        decks = build_slides(args.out, sources=sources, only=args.only, mathjax=not args.no_mathjax)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        return _fail("slides", exc)
+    labels = {f"{s.name}.slides.html": s.label for s in sources}
+    for deck in decks:
+        print(f"{deck}  ({labels.get(deck.name, '')})")
+    return 0
+
+
+def _cmd_site(args: argparse.Namespace) -> int:
+    from .site import build_site
+
+    try:
+        index = build_site(args.out, run=_course_run(args), reports_dir=args.reports_dir,
+                           mathjax=not args.no_mathjax)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        return _fail("site", exc)
+    print(f"course site written; open {index} in a browser (no server needed)")
+    return 0
+
+
+def _add_course_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--run", default=None, metavar="DIR",
+                       help="reproduction run folder to render the executed notebooks from "
+                            "(default: the newest under --reports-dir, if any)")
+    which.add_argument("--unexecuted", action="store_true",
+                       help="render the committed notebooks (no outputs) even when a run exists")
+    parser.add_argument("--reports-dir", default=None, help="where to look for runs (default: reports/)")
+    parser.add_argument("--out", default=None, help=f"output folder (default: {default_out})")
+    parser.add_argument("--no-mathjax", action="store_true",
+                        help="leave LaTeX as its $...$ source (and copy no MathJax)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gigacount", description="GigaCount course tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -233,6 +279,22 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="execute every notebook headless into one report (see README)")
     add_reproduce_arguments(rep)
     rep.set_defaults(func=_cmd_reproduce)
+
+    sl = sub.add_parser("slides", help="render each notebook to a reveal.js deck that opens offline",
+                        description="Render notebooks/NN_*.ipynb to reveal.js decks (NN_name.slides.html) with "
+                                    "reveal.js and MathJax copied beside them, so the decks open from disk with "
+                                    "no network. Executed notebooks of the newest reproduction run are used when "
+                                    "there is one (make reproduce), the committed notebooks otherwise.")
+    _add_course_arguments(sl, "site/slides")
+    sl.add_argument("--only", nargs="+", default=None, metavar="NN", help="only these notebooks (e.g. 04)")
+    sl.set_defaults(func=_cmd_slides)
+
+    st = sub.add_parser("site", help="build the offline course site (index, notebook pages, slides, report)",
+                        description="Build one static folder: index.html (the course outline), each notebook as "
+                                    "an HTML page, its slides and Colab link, and the newest run's report.html. "
+                                    "Every link is relative; open index.html from disk.")
+    _add_course_arguments(st, "site")
+    st.set_defaults(func=_cmd_site)
     return parser
 
 
