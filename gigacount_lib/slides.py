@@ -316,8 +316,8 @@ def _notebook_title(nb: Any, fallback: str) -> str:
 
 _SLIDES_CSS = """
 .reveal .slides section:not(.stack) { height: 100%; overflow-y: auto; box-sizing: border-box; }
-.reveal .jp-OutputArea-output img { max-width: 100%; max-height: 640px; width: auto; height: auto;
-  display: block; margin: 0 auto; }
+.reveal .jp-OutputArea-output img { width: auto; height: 640px; max-width: 100%; object-fit: contain;
+  display: block; margin: 0 auto; }  /* a figure fills its slide, small or large */
 .reveal .jp-OutputArea-output.jp-RenderedImage { width: 100%; }
 .reveal h1 { font-size: 1.9em; } .reveal h2 { font-size: 1.45em; } .reveal h3 { font-size: 1.2em; }
 .reveal .jp-RenderedHTMLCommon table { font-size: 0.7em; }
