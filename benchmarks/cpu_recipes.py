@@ -71,6 +71,14 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
                                   "pepper-salt noise): the heads are a few pixels wide",
                                   ['model.options={"ls_init_value":1.0,"drop_path_rate":0.0,"logit_scale_init":4.60517}',
                                    "optim.lr=2e-3", "data.augmentation=none"]),
+    "noclip": ("the cpu preset without gradient clipping (its gradient norms are 1e3-1e4, so clipping at 1 "
+               "rescales every step to unit norm and gives batches of dense crops no more weight than sparse ones)",
+               ["optim.grad_clip=null"]),
+    "fusion16": ("the cpu preset with the official attention-block output widths 16/32/64 (those of ConvNeXt-Tiny) "
+                 "instead of C/6 = 6/13/26 of ConvNeXt-Atto's 40/80/160 channels: the stride-4 map reaches the "
+                 "decoder through 6 channels otherwise",
+                 ['model.options={"ls_init_value":1.0,"drop_path_rate":0.0,"logit_scale_init":4.60517,'
+                  '"attention_out":[16,32,64]}']),
 }
 
 RESULTS = REPO / "benchmarks" / "results" / "cpu_recipes.json"

@@ -320,6 +320,17 @@ def test_head_temperature_init_is_an_option():
     assert model.weights_info["head"]["logit_scale_init"] == pytest.approx(math.log(100))
 
 
+def test_attention_output_widths_are_an_option():
+    default = build_model("gigacount_atto", pretrained=None)
+    assert default.fusion.out_channels == 6 + 13 + 26  # C / 6 of ConvNeXt-Atto's 40 / 80 / 160
+    wide = build_model("gigacount_atto", pretrained=None, attention_out=[16, 32, 64])
+    assert wide.fusion.out_channels == 112 and wide.weights_info["attention_out"] == [16, 32, 64]
+    out = wide.eval()(torch.rand(1, 3, 64, 64))
+    assert out.density.shape == (1, 1, 8, 8)
+    with pytest.raises(ValueError, match="one width per fused scale"):
+        build_model("gigacount_atto", pretrained=None, attention_out=[16, 32])
+
+
 def test_layer_scale_init_is_an_option_of_random_init_only(tmp_path):
     from gigacount_lib.models.encoder import TruncatedConvNeXt
 

@@ -65,12 +65,15 @@ class GigaCount(CountingModel):
         kernel_num: ODConv candidate kernels in the attention blocks (4).
         weights_info, text_tower_params: bookkeeping (see :class:`CountingModel`).
         logit_scale_init: the cosine head's initial ``s`` (``log(1 / 0.07)``, CLIP's).
+        attention_out: output widths of the attention blocks, one per fused scale; ``None`` = ``C / 6``
+            of each encoder map (:func:`attention_widths`: the official 16/32/64 on ConvNeXt-Tiny).
     """
 
     def __init__(self, bin_config: BinConfig, text_prototypes: Tensor, encoder: TruncatedConvNeXt,
                  scales: Sequence[int] = (0, 1, 2), decoder_channels: int = 768, kernel_num: int = 4,
                  weights_info: dict[str, Any] | None = None, text_tower_params: int = 0,
-                 logit_scale_init: float = math.log(1 / 0.07)) -> None:
+                 logit_scale_init: float = math.log(1 / 0.07),
+                 attention_out: Sequence[int] | None = None) -> None:
         super().__init__(bin_config, text_prototypes, mean=IMAGENET_MEAN, std=IMAGENET_STD, pad_multiple=32,
                          weights_info=weights_info, text_tower_params=text_tower_params,
                          logit_scale_init=logit_scale_init)
@@ -79,6 +82,11 @@ class GigaCount(CountingModel):
         if not self.scales or any(s < 0 or s >= len(encoder.channels) for s in self.scales):
             raise ValueError(f"GigaCount: scales {scales} must index the encoder's {len(encoder.channels)} maps")
         widths = [attention_widths(encoder.channels[s]) for s in self.scales]
+        if attention_out is not None:
+            if len(attention_out) != len(widths):
+                raise ValueError(f"GigaCount: attention_out {tuple(attention_out)} needs one width per fused "
+                                 f"scale ({len(widths)})")
+            widths = [(c, h, int(o)) for (c, h, _), o in zip(widths, attention_out)]
         self.attention = nn.ModuleList(ScaleAttentionBlock(*w, kernel_num=kernel_num) for w in widths)
         self.fusion = MultiScaleFusion([w[2] for w in widths],
                                        [encoder.reductions[s] for s in self.scales], out_stride=8)

@@ -101,7 +101,8 @@ def _gigacount(bin_config: BinConfig, image_pre: bool, text_pre: bool, *, image_
                block_type: str = "convnext", scales: tuple[int, ...] | None = None,
                timm_name: str = DEFAULT_CONVNEXT, image_checkpoint: str = "torchvision", drop_path_rate: float = 0.1,
                kernel_num: int = 4, decoder_channels: int = 768, ls_init_value: float | None = None,
-               logit_scale_init: float | None = None) -> GigaCount:
+               logit_scale_init: float | None = None,
+               attention_out: tuple[int, ...] | None = None) -> GigaCount:
     """GigaCount builder. Defaults are the official code's: ViT-B/16 text tower (512-d prototypes),
     torchvision's ConvNeXt-Tiny ImageNet weights, stochastic depth 0.1 (torchvision's default);
     ``clip_model="RN50"`` gives the 1024-d text tower of the March 2025 code and the README."""
@@ -119,9 +120,12 @@ def _gigacount(bin_config: BinConfig, image_pre: bool, text_pre: bool, *, image_
             "text": text_info}
     head = {} if logit_scale_init is None else {"logit_scale_init": float(logit_scale_init)}
     info["head"] = {"logit_scale_init": head.get("logit_scale_init", "log(1/0.07)")}
+    if attention_out is not None:
+        info["attention_out"] = [int(o) for o in attention_out]
     return GigaCount(bin_config, protos, encoder, scales=scales, kernel_num=kernel_num,
                      decoder_channels=decoder_channels, weights_info=info,
-                     text_tower_params=text_info["text_tower_params"], **head)
+                     text_tower_params=text_info["text_tower_params"],
+                     attention_out=None if attention_out is None else tuple(attention_out), **head)
 
 
 @register_model
