@@ -140,3 +140,18 @@ def test_cli_help(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
     assert exc.value.code == 0 and "--run" in capsys.readouterr().out
+
+
+def test_an_executed_deck_skips_injected_parameters_and_shows_figures_without_code(tmp_path):
+    nb = nbformat.read(str(NOTEBOOKS[0]), as_version=4)
+    injected = code("# Parameters\nquick = True\ninjected_by_papermill_4711 = True")
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(3, injected)  # where papermill puts it; it has no slide type
+    figure = next(c for c in nb.cells if c.cell_type == "code" and "save_figure(" in c.source)
+    figure.outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "x"})]
+    path = tmp_path / NOTEBOOKS[0].name
+    nbformat.write(nb, str(path))
+    page = render_deck(path, tmp_path / "deck.slides.html").read_text()
+    assert "injected_by_papermill_4711" not in page
+    assert "data:image/png;base64,iVBORw0KGgo=" in page
+    assert "save_figure(" not in page.split("data:image/png;base64,iVBORw0KGgo=")[0].rsplit("<section", 1)[-1]
