@@ -79,6 +79,12 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
                  "decoder through 6 channels otherwise",
                  ['model.options={"ls_init_value":1.0,"drop_path_rate":0.0,"logit_scale_init":4.60517,'
                   '"attention_out":[16,32,64]}']),
+    "noclip_b4": ("noclip with batch 4 images (x 2 crops): twice the steps in the same epochs",
+                  ["optim.grad_clip=null", "data.batch_size=4"]),
+    "noclip_up2": ("noclip on images upscaled 2x (data.min_size=768: 512x384 -> 1024x768, CLIP-EBC's min-size "
+                   "rule): the farthest heads are 1.5 px wide at the native size, less than the stem's 4-px patch; "
+                   "the 128-px crops then cover 64 px of the original scene",
+                   ["optim.grad_clip=null", "data.min_size=768"]),
 }
 
 RESULTS = REPO / "benchmarks" / "results" / "cpu_recipes.json"
