@@ -181,6 +181,19 @@ def _cmd_site(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_readme_results(args: argparse.Namespace) -> int:
+    from .readme_results import results_markdown, update_readme
+
+    try:
+        if args.print:
+            print(results_markdown(args.run), end="")
+        else:
+            print(f"{update_readme(args.readme, args.run)}: results section rewritten from {args.run}")
+    except (FileNotFoundError, ValueError) as exc:
+        return _fail("readme-results", exc)
+    return 0
+
+
 def _add_course_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--run", default=None, metavar="DIR",
@@ -295,6 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
                                     "Every link is relative; open index.html from disk.")
     _add_course_arguments(st, "site")
     st.set_defaults(func=_cmd_site)
+
+    rr = sub.add_parser("readme-results", help="rewrite README.md's results section from a reproduction run",
+                        description="Read RUN/manifest.json (written by make reproduce) and replace the text "
+                                    "between <!-- results:start --> and <!-- results:end --> in the README with "
+                                    "the run's notebook wall times, training numbers, Table 3 and key figures.")
+    rr.add_argument("run", help="a reproduction run folder, reports/<run>/")
+    rr.add_argument("--readme", default="README.md", help="the file to rewrite (default: README.md)")
+    rr.add_argument("--print", action="store_true", help="print the section instead of rewriting the file")
+    rr.set_defaults(func=_cmd_readme_results)
     return parser
 
 

@@ -223,3 +223,30 @@ def test_tiny_preset_end_to_end(tmp_path):
     assert 'src="data:image/png;base64,' in page
     assert not re.search(r'<(script|img|link)\b[^>]*\b(src|href)="(https?:)?//', page)
     assert any((tmp_path / "figures").glob("*.png"))
+    # the README's results section is generated from this run's own files
+    from gigacount_lib.readme_results import END, START, update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nkept\n{START}\nold text\n{END}\nalso kept\n")
+    update_readme(readme, run_dir)
+    text = readme.read_text()
+    assert "old text" not in text and text.startswith("# Title\n\nkept\n") and text.endswith(f"{END}\nalso kept\n")
+    run = on_disk["headline"]["runs"][0]
+    assert f"{run['test_mae']:.2f}" in text and "01_data_and_density_maps.ipynb" in text
+    assert "Table 3" in text and "(figures/05_training_curves.png)" in text
+
+
+def test_readme_results_refuses_a_folder_without_manifest_and_a_readme_without_markers(tmp_path):
+    from gigacount_lib.readme_results import update_readme
+
+    with pytest.raises(FileNotFoundError, match="no manifest"):
+        update_readme(tmp_path / "README.md", tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"run": "x", "preset": "quick", "notebooks": []}))
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="no '<!-- results:start -->'"):
+        update_readme(readme, tmp_path)
+    assert readme.read_text() == "# no markers\n"
+    (tmp_path / "manifest.json").write_text("{broken")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        update_readme(readme, tmp_path)
