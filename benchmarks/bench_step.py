@@ -126,7 +126,8 @@ class StepCase:
     def check_loss(self) -> float:
         """The loss of the batch from the current weights, train mode, under a fixed RNG seed."""
         self.model.train()
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), torch.no_grad():
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(self.seed)
             loss, _ = forward_and_loss(self.model, self.batch, self.loss_fn, use_autocast=self.path.bf16)
         return float(loss)
