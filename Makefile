@@ -15,6 +15,9 @@ SITE_ARGS ?=
 # make reproduce PRESET=quick: cpu (default, <= 60 min on 2 cores), quick (<= 10 min), tiny (CI),
 # colab-t4 / paper (a GPU and a dataset root: python -m gigacount_lib.reproduce --preset paper --data-root DIR)
 PRESET ?= cpu
+# make bench: benchmarks/run_all.py (four benchmarks, meant to take < 15 min on an idle 2-core CPU) ->
+# benchmarks/results/<machine>.json; BENCH_ARGS="--full" for the scripts' full grids, "--quick --no-write" to smoke-test.
+BENCH_ARGS ?=
 
 .PHONY: install test test-fast reproduce bench slides site clean-venv
 
@@ -44,7 +47,7 @@ site: $(STAMP)
 	$(PY) -m gigacount_lib.cli site $(SITE_ARGS)
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_losses.py
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
