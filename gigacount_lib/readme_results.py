@@ -88,6 +88,8 @@ def results_markdown(run_dir: str | os.PathLike, *, figures_dir: str = "figures"
     lines += _table(["notebook", "status", "minutes"],
                     [[e.get("notebook"), e.get("status"), (e.get("seconds") or 0) / 60] for e in notebooks])
     runs = (m.get("headline") or {}).get("runs") or []
+    ablation_runs = [r for r in runs if "ablation" in str(r.get("path", ""))]
+    runs = [r for r in runs if r not in ablation_runs]  # the ablation's runs are summarised in Table 3
     if runs:
         lines += ["", "**Trainings** (the Trainer's `summary.json` files; ratio = test MAE / MAE of the predictor "
                   "that always answers the training images' mean count):", ""]
@@ -96,6 +98,8 @@ def results_markdown(run_dir: str | os.PathLike, *, figures_dir: str = "figures"
                         [[r.get("path"), r.get("seed"), r.get("status"), r.get("global_step"),
                           (r.get("train_seconds") or 0) / 60, r.get("test_mae"), r.get("test_rmse"), r.get("trivial_mae"),
                           _fmt(r.get("mae_ratio_to_trivial"), 3), r.get("protocol_label")] for r in runs])
+        if ablation_runs:
+            lines += ["", f"({len(ablation_runs)} shorter runs of the ablation are summarised in Table 3.)"]
     extra = (m.get("headline") or {}).get("notebooks") or {}
     ablation = _ablation_rows(extra.get("06_ablation_summary"))
     if ablation:
