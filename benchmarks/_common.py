@@ -99,6 +99,21 @@ def write(result: dict[str, Any], path: str | Path, no_write: bool, tag: str) ->
     print(f"[{tag}] wrote {path}", file=sys.stderr)
 
 
+def add_run_arguments(p, default_out: str | Path, *, device_help: str = "cpu, cuda or auto",
+                      memory_worker: bool = True) -> None:
+    """The options every timing script shares: ``--device``, ``--threads``, ``--seed``, ``--out``,
+    ``--no-write`` and (for scripts that measure memory in a subprocess) the hidden ``--worker``."""
+    import argparse
+
+    p.add_argument("--device", default="cpu", help=device_help)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(default_out))
+    p.add_argument("--no-write", action="store_true")
+    if memory_worker:
+        p.add_argument("--worker", help=argparse.SUPPRESS)
+
+
 def set_threads(threads: int) -> None:
     import torch
 

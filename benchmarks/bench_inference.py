@@ -36,8 +36,8 @@ from typing import Any, Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RECOVERABLE, RESULTS, PeakMemory, bf16_supported, finish, header, markdown_table,  # noqa: E402
-                     parse_size, ratio, resolve_device, run_worker, set_threads, time_round_robin, worker_guard,
+from _common import (RECOVERABLE, RESULTS, PeakMemory, add_run_arguments, bf16_supported, finish, header,  # noqa: E402
+                     markdown_table, parse_size, ratio, resolve_device, run_worker, set_threads, time_round_robin, worker_guard,
                      write)
 
 from gigacount_lib.binning import BinConfig  # noqa: E402
@@ -185,13 +185,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-reps", type=int, default=7)
     p.add_argument("--budget", type=float, default=30.0, help="seconds per size after which no new round starts")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke run: sizes 64 and 100x60, one timed repetition")
-    p.add_argument("--out", default=str(RESULTS / "inference.json"))
-    p.add_argument("--no-write", action="store_true")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
+    add_run_arguments(p, RESULTS / "inference.json")
     return p
 
 

@@ -45,8 +45,8 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RECOVERABLE, RESULTS, PeakMemory, bf16_supported, finish, header, markdown_table,  # noqa: E402
-                     ratio, resolve_device, run_worker, set_threads, time_round_robin, worker_guard, write)
+from _common import (RECOVERABLE, RESULTS, PeakMemory, add_run_arguments, bf16_supported, finish, header,  # noqa: E402
+                     markdown_table, ratio, resolve_device, run_worker, set_threads, time_round_robin, worker_guard, write)
 
 from gigacount_lib.binning import BinConfig  # noqa: E402
 from gigacount_lib.data.transforms import collate_crowd  # noqa: E402
@@ -304,14 +304,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", nargs="?", const="gigacount", default=None, metavar="MODEL",
                    help="torch.profiler top-10 operators of MODEL's step, both paths, first cell (default MODEL: "
                         "gigacount; it must be among --models)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
                    help="smoke run: gigacount_atto at batch 2, 64², one warm-up and one timed step")
-    p.add_argument("--out", default=str(RESULTS / "step.json"))
-    p.add_argument("--no-write", action="store_true")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
+    add_run_arguments(p, RESULTS / "step.json")
     return p
 
 

@@ -27,8 +27,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Sequence
 
-from .slides import (MATHJAX_ENTRY, MATHJAX_FOLDER, REPO_ROOT, NotebookSource, build_slides, colab_url, deck_name,
-                     notebook_sources, offline_markdown, strip_remote_images)
+from .slides import (MATHJAX_ENTRY, MATHJAX_FOLDER, OFFLINE_HEAD_BLOCKS, REPO_ROOT, NotebookSource, build_slides,
+                     colab_url, deck_name, notebook_sources, offline_markdown, strip_remote_images)
 from .slides import _heading_level, _notebook_title, _source  # noqa: F401 - shared cell helpers
 from .utils import atomic_write_bytes, get_logger
 
@@ -45,15 +45,8 @@ nav.gc-nav a { margin-right: 1.2em; }
 """
 
 _PAGE_TEMPLATE = """{%- extends 'index.html.j2' -%}
-{%- block html_head_js -%}{%- endblock html_head_js -%}
-{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-{%- block html_head_js_mathjax -%}{%- if resources.gigacount.mathjax -%}{{ super() }}
-<script type="text/x-mathjax-config">MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], webFont: "STIX-Web",
-  imageFont: null}});</script>{%- endif -%}
-{%- endblock html_head_js_mathjax -%}
-{%- block html_head_css -%}<style type="text/css">{{ resources.gigacount.css }}</style>{%- endblock html_head_css -%}
-{%- block body_header -%}{{ super() }}{{ resources.gigacount.nav }}{%- endblock body_header -%}
+""" + OFFLINE_HEAD_BLOCKS + """{%- block body_header -%}{{ super() }}{{ resources.gigacount.nav }}{%- endblock body_header -%}
 """
 
 

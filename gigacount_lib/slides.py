@@ -326,15 +326,19 @@ _SLIDES_CSS = """
 
 # On top of nbconvert's reveal template: reveal.js from a local folder with plain <script> tags (no
 # require.js), nothing from a CDN; MathJax only when asked for.
-_SLIDES_TEMPLATE = """{%- extends 'index.html.j2' -%}
-{%- block html_head_js -%}{%- endblock html_head_js -%}
+# The blocks both the decks and the site's pages replace in nbconvert's templates: no require.js, no widget
+# scripts, MathJax (local) only when asked for, the page's CSS inline.
+OFFLINE_HEAD_BLOCKS = """{%- block html_head_js -%}{%- endblock html_head_js -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block html_head_js_mathjax -%}{%- if resources.gigacount.mathjax -%}{{ super() }}
 <script type="text/x-mathjax-config">MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], webFont: "STIX-Web",
   imageFont: null}});</script>{%- endif -%}
 {%- endblock html_head_js_mathjax -%}
 {%- block html_head_css -%}<style type="text/css">{{ resources.gigacount.css }}</style>{%- endblock html_head_css -%}
-{% block footer_js %}
+"""
+
+_SLIDES_TEMPLATE = """{%- extends 'index.html.j2' -%}
+""" + OFFLINE_HEAD_BLOCKS + """{% block footer_js %}
 <script src="{{ resources.reveal.url_prefix }}/dist/reveal.js"></script>
 <script src="{{ resources.reveal.url_prefix }}/plugin/notes/notes.js"></script>
 <script>
