@@ -85,6 +85,8 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
                    "rule): the farthest heads are 1.5 px wide at the native size, less than the stem's 4-px patch; "
                    "the 128-px crops then cover 64 px of the original scene",
                    ["optim.grad_clip=null", "data.min_size=768"]),
+    "fp32": ("the cpu preset in float32, without bfloat16 autocast: the accuracy cost of bf16 (compare with "
+             "'preset' at the same epochs)", ["optim.amp=false"]),
 }
 
 RESULTS = REPO / "benchmarks" / "results" / "cpu_recipes.json"

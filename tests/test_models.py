@@ -120,6 +120,41 @@ def test_vit_baseline_is_frozen_and_prompt_tuned(models):
     model.zero_grad(set_to_none=True)
 
 
+def _vit_features_batch_first(features, x):
+    """CLIPViTFeatures.forward as open_clip lays it out (batch-first tokens), for comparison."""
+    v = features.visual
+    tokens = v.conv1(x)
+    batch, _, gh, gw = tokens.shape
+    tokens = tokens.flatten(2).transpose(1, 2)
+    tokens = torch.cat([v.class_embedding.expand(batch, 1, -1), tokens], dim=1) + features.position_embedding(gh, gw)
+    tokens = v.ln_pre(tokens)
+    n = features.num_vpt
+    for i, block in enumerate(v.transformer.resblocks):
+        tokens = torch.cat([tokens[:, :1], features.vpt[i].unsqueeze(0).expand(batch, -1, -1), tokens[:, 1:]], dim=1)
+        tokens = block(tokens)
+        tokens = torch.cat([tokens[:, :1], tokens[:, 1 + n:]], dim=1)
+    return v.ln_post(tokens)[:, 1:].transpose(1, 2).reshape(batch, features.width, gh, gw)
+
+
+def test_vit_features_sequence_first_equal_batch_first(models):
+    """The blocks run on (L, B, D) tokens (a CPU bf16 speed fix); the maths must be open_clip's batch-first."""
+    features = models["clip_ebc_vit_b16"].features
+    assert features.deep_vpt and features.num_vpt > 0
+    x = torch.rand(2, 3, 48, 32, generator=torch.Generator().manual_seed(0))
+    blocks = list(features.visual.transformer.resblocks)
+    with torch.no_grad():
+        ours = features(x)
+        try:
+            for block in blocks:
+                block.attn.batch_first = True
+            reference = _vit_features_batch_first(features, x)
+        finally:
+            for block in blocks:
+                block.attn.batch_first = False
+    assert ours.shape == (2, features.width, 3, 2)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", GIGACOUNT_VARIANTS + ["clip_ebc_resnet50"])
 def test_state_dict_round_trip(models, bin_config, name):
     source = models[name]

@@ -70,6 +70,12 @@ class CLIPViTFeatures(nn.Module):
         self.width = int(visual.conv1.out_channels)
         self.grid = tuple(int(g) for g in visual.grid_size)
         self.depth = len(visual.transformer.resblocks)
+        # The blocks run on sequence-first (L, B, D) tokens. Batch-first attention transposes its input
+        # to (L, B, D) itself, and the in-projection of that strided view falls off PyTorch's CPU matmul
+        # fast path under bfloat16 autocast (a 229 x 768 x 2304 weight copy per layer, 2.7x slower
+        # training steps in benchmarks/bench_step.py). Every other op of a block is per token.
+        for block in visual.transformer.resblocks:
+            block.attn.batch_first = False
         self.channels, self.stride = self.width, self.patch
         if freeze:
             for p in self.visual.parameters():
@@ -102,18 +108,19 @@ class CLIPViTFeatures(nn.Module):
         cls = v.class_embedding.to(tokens.dtype).expand(batch, 1, -1)
         tokens = torch.cat([cls, tokens], dim=1) + self.position_embedding(gh, gw).to(tokens.dtype)
         tokens = v.ln_pre(tokens)
+        tokens = tokens.transpose(0, 1).contiguous()  # (L, B, width), see __init__
         n = self.num_vpt
         # deep VPT: fresh prompts before every layer, removed after it; shallow VPT: prompts inserted
         # before the first layer travel through all layers and are removed after the last one.
         for i, block in enumerate(v.transformer.resblocks):
             if n and (self.deep_vpt or i == 0):
-                prompts = self.vpt_drop(self.vpt[i]).unsqueeze(0).expand(batch, -1, -1).to(tokens.dtype)
-                tokens = torch.cat([tokens[:, :1], prompts, tokens[:, 1:]], dim=1)
+                prompts = self.vpt_drop(self.vpt[i]).unsqueeze(1).expand(-1, batch, -1).to(tokens.dtype)
+                tokens = torch.cat([tokens[:1], prompts, tokens[1:]], dim=0)
             tokens = block(tokens)
             if n and (self.deep_vpt or i == self.depth - 1):
-                tokens = torch.cat([tokens[:, :1], tokens[:, 1 + n:]], dim=1)
-        tokens = v.ln_post(tokens)[:, 1:]
-        return tokens.transpose(1, 2).reshape(batch, self.width, gh, gw)
+                tokens = torch.cat([tokens[:1], tokens[1 + n:]], dim=0)
+        tokens = v.ln_post(tokens)[1:]  # (gh * gw, B, width)
+        return tokens.permute(1, 2, 0).reshape(batch, self.width, gh, gw)
 
 
 class CLIPEBC(CountingModel):
