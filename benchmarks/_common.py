@@ -6,9 +6,11 @@ import it. Timing rules it implements (see ``benchmarks/README.md``):
 
 * every compared variant is warmed up, then timed in round-robin (one repetition of each in turn), so
   that a change of load on a shared machine hits all of them alike; the median is reported;
-* peak memory on CPU is the growth of the peak resident set size (``ru_maxrss``) of a fresh process
-  that runs one configuration only, since ``ru_maxrss`` never goes down within a process; on CUDA it
-  is ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``.
+* peak memory on CPU is measured in a fresh process that runs one configuration only: the process's
+  own high-water resident set size (Linux ``VmHWM``, reset after the set-up through
+  ``/proc/self/clear_refs``), never ``ru_maxrss``, which a child started by ``fork`` + ``exec``
+  inherits from its parent on Linux (a worker of a process holding 8 GB reported 8 GB); on CUDA it is
+  ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``.
 """
 from __future__ import annotations
 
@@ -128,18 +130,10 @@ def resolve_device(name: str):
 
 
 def bf16_supported(device) -> bool:
-    """Whether bfloat16 kernels are native on ``device`` (oneDNN's check on CPU: AVX512-BF16 or AMX)."""
-    import torch
+    """Whether bfloat16 kernels are native on ``device`` (:func:`gigacount_lib.utils.native_bf16`)."""
+    from gigacount_lib.utils import native_bf16
 
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-        try:
-            return bool(check()) if check is not None else False
-        except RuntimeError:
-            return False
-    return False
+    return native_bf16(device)
 
 
 def synchronize(device) -> None:
@@ -202,27 +196,52 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------ memory
-def rss_bytes() -> int:
-    """Current resident set size (Linux ``/proc/self/statm``; elsewhere the peak, an upper bound)."""
+def _proc_status_bytes(field: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in bytes; None off Linux."""
     try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
-        return peak_rss_bytes()
+        pass
+    return None
+
+
+def rss_bytes() -> int:
+    """Current resident set size (Linux ``VmRSS``; elsewhere the peak, an upper bound)."""
+    rss = _proc_status_bytes("VmRSS")
+    return peak_rss_bytes() if rss is None else rss
 
 
 def peak_rss_bytes() -> int:
+    """This process's peak resident set size: Linux ``VmHWM`` (the high-water mark of its own address
+    space); elsewhere ``ru_maxrss``, which on Linux would include the parent's RSS at ``fork``."""
+    hwm = _proc_status_bytes("VmHWM")
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
+def reset_peak_rss() -> bool:
+    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0: ``echo 5 > /proc/self/clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 class PeakMemory:
     """Peak memory of what runs between :meth:`start` (after the set-up) and :meth:`stop`.
 
-    CPU: growth of the process's peak RSS over its RSS at ``start``; meant for a fresh process that
-    runs one configuration, since the peak of an earlier configuration would hide a smaller one
-    (``peak_before_mib`` records the peak already reached at ``start``). CUDA: the allocator's peak
-    over its allocation at ``start``.
+    CPU: the process's peak RSS between the two calls (``peak_mib``; ``VmHWM`` reset at ``start``
+    where Linux allows, else the peak since the process began), its growth over the RSS at ``start``
+    (``peak_growth_mib``: gradients, optimiser state, activations) and the whole process's peak
+    (``process_peak_mib``: set-up included, the figure to compare with a memory budget). Meant for a
+    fresh process that runs one configuration. CUDA: the allocator's peak over its allocation at ``start``.
     """
 
     def __init__(self, device) -> None:
@@ -237,6 +256,7 @@ class PeakMemory:
             self.base = torch.cuda.memory_allocated(self.device)
         else:
             self.base, self.peak_before = rss_bytes(), peak_rss_bytes()
+            self.reset = reset_peak_rss()
 
     def stop(self) -> dict[str, Any]:
         import torch
@@ -245,11 +265,13 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             peak = torch.cuda.max_memory_allocated(self.device)
             return {"memory_kind": "cuda_max_memory_allocated", "base_mib": self.base / MIB,
-                    "peak_mib": peak / MIB, "peak_growth_mib": (peak - self.base) / MIB}
+                    "peak_mib": peak / MIB, "peak_growth_mib": (peak - self.base) / MIB,
+                    "process_peak_mib": peak / MIB}
         peak = peak_rss_bytes()
-        return {"memory_kind": "peak_rss_growth", "base_mib": self.base / MIB, "peak_mib": peak / MIB,
-                "peak_before_mib": self.peak_before / MIB, "peak_growth_mib": max(peak - self.base, 0) / MIB,
-                "peak_reached_here": peak > self.peak_before}
+        return {"memory_kind": "peak_rss" if self.reset else "peak_rss_since_start", "base_mib": self.base / MIB,
+                "peak_mib": peak / MIB, "setup_peak_mib": self.peak_before / MIB,
+                "peak_growth_mib": max(peak - self.base, 0) / MIB,
+                "process_peak_mib": max(peak, self.peak_before) / MIB, "peak_reset": self.reset}
 
 
 def run_worker(script: str | Path, payload: dict[str, Any], timeout_s: float = 1800) -> dict[str, Any]:

@@ -138,6 +138,7 @@ def run(args: argparse.Namespace, argv) -> dict[str, Any]:
             row["memory_status"] = mem.pop("status", "ok")
             row["memory"] = mem
             row["peak_mib"] = mem.get("peak_growth_mib")
+            row["process_peak_mib"] = mem.get("process_peak_mib")
             print(f"[bench_inference] memory {row['size']} {row['mode']}/{row['precision']}: {row['memory_status']} "
                   f"{row['peak_mib']}", file=sys.stderr, flush=True)
     result["rows"] = rows
@@ -165,7 +166,8 @@ def summarise(rows: list[dict[str, Any]], precisions: list[str]) -> list[dict[st
 def tables(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
     text = markdown_table(rows, [
         ("size", "size", "s"), ("MP", "megapixels", ".2f"), ("mode", "mode", "s"), ("precision", "precision", "s"),
-        ("time (s)", "time_s", ".3f"), ("peak (MiB)", "peak_mib", ".0f"), ("shape ok", "shape_ok", "s"),
+        ("time (s)", "time_s", ".3f"), ("growth (MiB)", "peak_mib", ".0f"),
+        ("process peak (MiB)", "process_peak_mib", ".0f"), ("shape ok", "shape_ok", "s"),
         ("plan", "plan", "s"), ("status", "status", "s")])
     return text + "\n\nfull image against sliding windows:\n\n" + markdown_table(summary, [
         ("size", "size", "s"), ("precision", "precision", "s"), ("full (s)", "full_s", ".3f"),

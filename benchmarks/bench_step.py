@@ -4,8 +4,8 @@ Usage::
 
     .venv/bin/python benchmarks/bench_step.py                      # full grid, writes benchmarks/results/step.json
     .venv/bin/python benchmarks/bench_step.py --models gigacount clip_ebc_vit_b16 --batches 4 --sizes 224
-    .venv/bin/python benchmarks/bench_step.py --no-channels-last   # fast = bf16 only (isolates bf16)
-    .venv/bin/python benchmarks/bench_step.py --no-bf16            # fast = channels_last only
+    .venv/bin/python benchmarks/bench_step.py --paths plain fast fast_cl   # + bf16 with channels_last
+    .venv/bin/python benchmarks/bench_step.py --no-bf16            # fast paths in fp32 (fast_cl: channels_last only)
     .venv/bin/python benchmarks/bench_step.py --paths plain        # one path only
     .venv/bin/python benchmarks/bench_step.py --profile            # + torch.profiler top-10 ops of gigacount
     .venv/bin/python benchmarks/bench_step.py --quick --no-write   # smoke run, writes nothing
@@ -20,8 +20,10 @@ CLIP-EBC baselines of the paper's Table 2.
 Paths, each measured beside the other in the same run:
 
 * ``plain``: eager, float32, contiguous NCHW (every optimisation off);
-* ``fast``: bfloat16 autocast (``train.autocast_context``, when the device supports bf16 natively;
-  ``--no-bf16`` turns it off) and ``channels_last`` for the model and the input (``--no-channels-last``).
+* ``fast``: what the Trainer runs by default (``optim.amp``): bfloat16 autocast
+  (``train.autocast_context``, when the device supports bf16 natively; ``--no-bf16`` turns it off);
+* ``fast_cl`` (only when asked for with ``--paths``): ``fast`` with ``channels_last`` for the model and the
+  input, a candidate that is measured but not adopted: on the 2-core CPU it was slower than ``fast``.
 
 Time: per (batch, crop) cell all (model, path) pairs are warmed up, then timed in round-robin;
 medians are reported with the ratios fast/plain per model and gigacount/clip_ebc_vit_b16 on the plain
@@ -56,7 +58,8 @@ from gigacount_lib.train import configure_optimizer, forward_and_loss, make_grad
 
 MODELS = ["gigacount", "gigacount_stage4", "gigacount_odconv_blocks", "gigacount_no_fusion", "gigacount_atto",
           "clip_ebc_resnet50", "clip_ebc_vit_b16"]
-PATHS = ["plain", "fast"]
+PATHS = ["plain", "fast", "fast_cl"]
+DEFAULT_PATHS = ["plain", "fast"]
 HEADS = (50, 300)  # heads per crop, drawn uniformly in this closed range
 SCRIPT = Path(__file__).resolve()
 
@@ -74,10 +77,11 @@ class PathSpec:
         return ", ".join(parts)
 
 
-def make_paths(names: list[str], device: torch.device, bf16: bool = True, channels_last: bool = True) -> list[PathSpec]:
-    """The requested paths; bf16 only where the device runs it natively (else the fast path stays fp32)."""
-    specs = {"plain": PathSpec("plain"),
-             "fast": PathSpec("fast", bf16=bf16 and bf16_supported(device), channels_last=channels_last)}
+def make_paths(names: list[str], device: torch.device, bf16: bool = True) -> list[PathSpec]:
+    """The requested paths; bf16 only where the device runs it natively (else the fast paths stay fp32)."""
+    native = bf16 and bf16_supported(device)
+    specs = {"plain": PathSpec("plain"), "fast": PathSpec("fast", bf16=native),
+             "fast_cl": PathSpec("fast_cl", bf16=native, channels_last=True)}
     return [specs[n] for n in names]
 
 
@@ -175,7 +179,7 @@ def profile_steps(case: StepCase, steps: int = 2, top: int = 10) -> dict[str, An
 def run(args: argparse.Namespace, argv) -> dict[str, Any]:
     set_threads(args.threads)
     device = resolve_device(args.device)
-    paths = make_paths(args.paths, device, bf16=not args.no_bf16, channels_last=not args.no_channels_last)
+    paths = make_paths(args.paths, device, bf16=not args.no_bf16)
     result = header("bench_step.py", argv, (
         "median wall time and peak memory of one training step (train.train_step: forward, Adaptive Hybrid loss "
         "in reference mode, backward, AdamW) on a synthetic batch with 50-300 heads per crop, random init; "
@@ -233,8 +237,10 @@ def run(args: argparse.Namespace, argv) -> dict[str, Any]:
             row["memory_status"] = mem.pop("status", "ok")
             row["memory"] = mem
             row["peak_mib"] = mem.get("peak_growth_mib")
+            row["process_peak_mib"] = mem.get("process_peak_mib")
             print(f"[bench_step] memory {row['model']}/{row['path']} B={row['batch']} {row['size']}²: "
-                  f"{row['memory_status']} {row['peak_mib']}", file=sys.stderr, flush=True)
+                  f"{row['memory_status']} growth {row['peak_mib']} process {row['process_peak_mib']}",
+                  file=sys.stderr, flush=True)
     result["rows"] = rows
     result["summary"] = summarise(rows)
     result["markdown"] = tables(result["summary"])
@@ -252,35 +258,48 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     per_model, per_cell = [], []
     for model, batch, size in dict.fromkeys((r["model"], r["batch"], r["size"]) for r in rows):
         plain, fast = by.get((model, batch, size, "plain"), {}), by.get((model, batch, size, "fast"), {})
+        fast_cl = by.get((model, batch, size, "fast_cl"), {})
         lp, lf = plain.get("check_loss"), fast.get("check_loss")
         per_model.append({"model": model, "batch": batch, "size": size,
                           "plain_s": plain.get("step_s"), "fast_s": fast.get("step_s"),
                           "fast_over_plain": ratio(fast.get("step_s"), plain.get("step_s")),
+                          "fast_cl_s": fast_cl.get("step_s"),
+                          "fast_cl_over_fast": ratio(fast_cl.get("step_s"), fast.get("step_s")),
                           "plain_mib": plain.get("peak_mib"), "fast_mib": fast.get("peak_mib"),
                           "fast_over_plain_memory": ratio(fast.get("peak_mib"), plain.get("peak_mib")),
+                          "plain_process_mib": plain.get("process_peak_mib"),
+                          "fast_process_mib": fast.get("process_peak_mib"),
                           "plain_loss": lp, "fast_loss": lf,
                           "loss_rel_diff": abs(lf - lp) / abs(lp) if lp and lf is not None else None})
     for batch, size in dict.fromkeys((r["batch"], r["size"]) for r in rows):
         g, v = by.get(("gigacount", batch, size, "plain"), {}), by.get(("clip_ebc_vit_b16", batch, size, "plain"), {})
+        f = by.get(("gigacount", batch, size, "fast"), {})
         if g and v:
             per_cell.append({"batch": batch, "size": size, "gigacount_s": g.get("step_s"), "vit_b16_s": v.get("step_s"),
                              "gigacount_over_vit_b16": ratio(g.get("step_s"), v.get("step_s")),
                              "gigacount_mib": g.get("peak_mib"), "vit_b16_mib": v.get("peak_mib"),
-                             "gigacount_over_vit_b16_memory": ratio(g.get("peak_mib"), v.get("peak_mib"))})
+                             "gigacount_over_vit_b16_memory": ratio(g.get("peak_mib"), v.get("peak_mib")),
+                             "gigacount_fast_s": f.get("step_s"),
+                             "gigacount_fast_over_vit_b16": ratio(f.get("step_s"), v.get("step_s"))})
     return {"per_model": per_model, "gigacount_vs_vit_b16": per_cell}
 
 
 def tables(summary: dict[str, list[dict[str, Any]]]) -> str:
     text = markdown_table(summary["per_model"], [
         ("model", "model", "s"), ("batch", "batch", "d"), ("crop", "size", "d"), ("plain (s)", "plain_s", ".3f"),
-        ("fast (s)", "fast_s", ".3f"), ("fast/plain", "fast_over_plain", ".2f"), ("plain peak (MiB)", "plain_mib", ".0f"),
-        ("fast peak (MiB)", "fast_mib", ".0f"), ("loss rel. diff", "loss_rel_diff", ".1e")])
+        ("fast (s)", "fast_s", ".3f"), ("fast/plain", "fast_over_plain", ".2f"),
+        *([("fast_cl (s)", "fast_cl_s", ".3f"), ("fast_cl/fast", "fast_cl_over_fast", ".2f")]
+          if any(r.get("fast_cl_s") for r in summary["per_model"]) else []),
+        ("plain growth (MiB)", "plain_mib", ".0f"), ("fast growth (MiB)", "fast_mib", ".0f"),
+        ("plain process peak (MiB)", "plain_process_mib", ".0f"), ("fast process peak (MiB)", "fast_process_mib", ".0f"),
+        ("loss rel. diff", "loss_rel_diff", ".1e")])
     if summary["gigacount_vs_vit_b16"]:
-        text += "\n\nplain path, gigacount against clip_ebc_vit_b16:\n\n" + markdown_table(
+        text += "\n\ngigacount against clip_ebc_vit_b16 on its plain path:\n\n" + markdown_table(
             summary["gigacount_vs_vit_b16"], [
-                ("batch", "batch", "d"), ("crop", "size", "d"), ("gigacount (s)", "gigacount_s", ".3f"),
-                ("vit_b16 (s)", "vit_b16_s", ".3f"), ("time ratio", "gigacount_over_vit_b16", ".2f"),
-                ("memory ratio", "gigacount_over_vit_b16_memory", ".2f")])
+                ("batch", "batch", "d"), ("crop", "size", "d"), ("gigacount plain (s)", "gigacount_s", ".3f"),
+                ("gigacount fast (s)", "gigacount_fast_s", ".3f"), ("vit_b16 plain (s)", "vit_b16_s", ".3f"),
+                ("plain/vit", "gigacount_over_vit_b16", ".2f"), ("fast/vit", "gigacount_fast_over_vit_b16", ".2f"),
+                ("memory growth plain/vit", "gigacount_over_vit_b16_memory", ".2f")])
     return text
 
 
@@ -290,9 +309,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=MODELS, help=f"models (default: {' '.join(MODELS)})")
     p.add_argument("--batches", nargs="+", type=int, default=[4, 8])
     p.add_argument("--sizes", nargs="+", type=int, default=[224, 448], help="square crop sides")
-    p.add_argument("--paths", nargs="+", choices=PATHS, default=PATHS)
-    p.add_argument("--no-bf16", action="store_true", help="fast path without bfloat16 autocast")
-    p.add_argument("--no-channels-last", action="store_true", help="fast path in NCHW")
+    p.add_argument("--paths", nargs="+", choices=PATHS, default=DEFAULT_PATHS,
+                   help=f"paths to measure (default: {' '.join(DEFAULT_PATHS)})")
+    p.add_argument("--no-bf16", action="store_true", help="fast paths without bfloat16 autocast")
     p.add_argument("--no-drop-path", action="store_true",
                    help="build models with drop_path_rate=0 (stochastic depth off; the loss check is then exact)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration")

@@ -142,7 +142,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     images = collect_images(args.images)
     if not images:
         return _fail("predict", FileNotFoundError(f"no image files in {args.images}"))
-    rows = predict_images(model, images, args.out, device=device)
+    rows = predict_images(model, images, args.out, device=device, bf16=False if args.fp32 else None)
     for row in rows:
         print(f"{row['image']}: {row['count']:.1f}")
     if args.out:
@@ -285,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+", help="image files or folders")
     pr.add_argument("--out", default=None, help="folder for counts.csv and the density overlays")
     pr.add_argument("--device", default="auto")
+    pr.add_argument("--fp32", action="store_true",
+                    help="float32 inference (default: bfloat16 autocast where the device runs it natively)")
     pr.set_defaults(func=_cmd_predict)
 
     from .reproduce import add_arguments as add_reproduce_arguments

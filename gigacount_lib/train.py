@@ -30,7 +30,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from .utils import autocast_dtype, get_logger
+from .utils import autocast_dtype, get_logger, mixed_precision_available
 
 __all__ = ["configure_optimizer", "autocast_context", "make_grad_scaler", "compute_loss", "forward_and_loss",
            "check_finite", "backward", "gradient_norm", "clip_gradients", "optimizer_step", "train_step", "train_steps",
@@ -289,7 +289,9 @@ class Trainer:
             device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(device)
         self.device = device
-        self.use_amp = bool(self.config.optim.amp)
+        self.use_amp = bool(self.config.optim.amp) and mixed_precision_available(device)
+        if self.config.optim.amp and not self.use_amp:
+            log.warning("%s has no native bfloat16 kernels: training in float32 (optim.amp is ignored here)", device)
 
     def setup_data(self) -> None:
         from .data.datasets import build_dataset
@@ -385,6 +387,7 @@ class Trainer:
             "preset": self.config.preset, "seed": self.config.seed, "git_commit": commit or "unknown",
             "versions": library_versions(), "machine": platform.processor() or platform.machine(),
             "device": str(self.device), "world_size": self.world_size, "weights_info": self.raw_model.weights_info,
+            "autocast": str(autocast_dtype(self.device)).replace("torch.", "") if self.use_amp else "off",
             "protocol": self.config.protocol, "train_images": len(self.train_indices),
             "train_mean_count": self.train_mean_count})
 

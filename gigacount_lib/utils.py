@@ -89,6 +89,34 @@ def autocast_dtype(device) -> "torch.dtype":  # noqa: F821
     return torch.bfloat16
 
 
+def native_bf16(device) -> bool:
+    """Whether bfloat16 runs natively on ``device``: CUDA's check, or oneDNN's on CPU (AVX-512 or AMX).
+
+    Without native kernels bfloat16 autocast is emulated and slower than float32, so the Trainer and
+    :func:`gigacount_lib.predict.predict_images` fall back to float32 on such CPUs.
+    """
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        try:
+            return bool(check()) if check is not None else False
+        except RuntimeError:
+            return False
+    return False
+
+
+def mixed_precision_available(device) -> bool:
+    """Whether autocast speeds ``device`` up: float16 on any CUDA GPU, bfloat16 where it is native."""
+    import torch
+
+    device = torch.device(device)
+    return device.type == "cuda" or native_bf16(device)
+
+
 _TRACKED_PACKAGES = (
     "torch", "torchvision", "timm", "open_clip_torch", "numpy", "scipy", "pillow",
     "matplotlib", "pandas", "papermill",

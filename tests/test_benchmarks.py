@@ -96,7 +96,7 @@ def test_step_quick_structure(tmp_path):
         assert row["step_s"] > 0 and len(row["step_times_s"]) == 1
         assert math.isfinite(row["check_loss"])
     assert result["paths"]["plain"] == {"name": "plain", "bf16": False, "channels_last": False}
-    assert result["paths"]["fast"]["channels_last"] is True
+    assert result["paths"]["fast"]["channels_last"] is False  # the Trainer's default path: bf16 only
     (summary,) = result["summary"]["per_model"]
     assert summary["fast_over_plain"] > 0
     assert summary["loss_rel_diff"] <= BF16_LOSS_RTOL
@@ -109,10 +109,11 @@ def test_step_quick_structure(tmp_path):
 def test_step_switches_isolate_each_optimisation():
     step = load("bench_step")
     cpu = torch.device("cpu")
-    assert step.make_paths(["plain", "fast"], cpu, bf16=False, channels_last=True)[1] == \
-        step.PathSpec("fast", bf16=False, channels_last=True)
-    fast = step.make_paths(["fast"], cpu, bf16=True, channels_last=False)[0]
+    assert step.make_paths(["plain", "fast_cl"], cpu, bf16=False)[1] == \
+        step.PathSpec("fast_cl", bf16=False, channels_last=True)
+    fast, fast_cl = step.make_paths(["fast", "fast_cl"], cpu, bf16=True)
     assert fast.channels_last is False and fast.bf16 == step.bf16_supported(cpu)
+    assert fast_cl.channels_last is True and fast_cl.bf16 == fast.bf16
 
 
 def test_step_fast_and_plain_give_the_same_loss():
@@ -121,7 +122,7 @@ def test_step_fast_and_plain_give_the_same_loss():
     cpu = torch.device("cpu")
     base = step.build_base("gigacount", seed=0, options={"drop_path_rate": 0.0})
     plain = step.StepCase(base, step.PathSpec("plain"), batch=2, size=96, device=cpu, seed=0)
-    fast = step.StepCase(base, step.PathSpec("fast", bf16=step.bf16_supported(cpu), channels_last=True),
+    fast = step.StepCase(base, step.PathSpec("fast_cl", bf16=step.bf16_supported(cpu), channels_last=True),
                          batch=2, size=96, device=cpu, seed=0)
     assert fast.batch.images.is_contiguous(memory_format=torch.channels_last)
     assert plain.batch.images.is_contiguous()
@@ -136,7 +137,35 @@ def test_step_memory_in_subprocesses():
     result = load("bench_step").main(["--quick", "--no-write", "--paths", "plain"])
     (row,) = result["rows"]
     assert row["memory_status"] == "ok", row["memory"]
-    assert row["memory"]["memory_kind"] == "peak_rss_growth" and row["peak_mib"] >= 0
+    assert row["memory"]["memory_kind"].startswith("peak_rss") and row["peak_mib"] >= 0
+    assert row["process_peak_mib"] >= row["memory"]["base_mib"] > 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM and clear_refs are Linux-only")
+def test_peak_memory_is_the_processs_own_and_resets_after_setup():
+    """Peak RSS comes from VmHWM, reset at start(): an allocation shows up once, and a child process
+    does not report its parent's memory (ru_maxrss survives fork + exec on Linux)."""
+    import subprocess
+    import sys
+
+    common = load("_common")
+    meter = common.PeakMemory(torch.device("cpu"))
+    meter.start()
+    block = torch.ones(50 * 2 ** 20)  # 200 MiB, touched
+    first = meter.stop()
+    del block
+    meter.start()
+    second = meter.stop()
+    assert first["peak_growth_mib"] >= 190 and first["process_peak_mib"] >= first["base_mib"] + 190
+    if second["peak_reset"]:
+        assert second["peak_growth_mib"] < 50
+    held = torch.ones(100 * 2 ** 20)  # the parent now holds 400 MiB more than the child will
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); from _common import peak_rss_bytes; "
+            "print(peak_rss_bytes() / 2 ** 20)")
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                 cwd=Path(__file__).resolve().parent.parent).stdout)
+    parent = common.rss_bytes() / 2 ** 20
+    assert held.sum() > 0 and child < parent - 300
 
 
 # ------------------------------------------------------------------------------------------ bench_inference

@@ -39,6 +39,30 @@ def test_predict_counts_images_and_skips_an_unreadable_one(trained_run, tmp_path
     assert "street.jpg" in capsys.readouterr().out
 
 
+def test_predict_fast_path_matches_float32(trained_run, tmp_path, caplog):
+    """predict runs under bfloat16 autocast where it is native (the fast path) and in float32 with --fp32;
+    the counts agree up to bfloat16 rounding."""
+    from gigacount_lib.utils import native_bf16
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.fromarray((torch.rand(120, 160, 3, generator=torch.Generator().manual_seed(i)) * 255).byte().numpy()
+                        ).save(photos / f"p{i}.png")
+    counts = {}
+    for flag in ([], ["--fp32"]):
+        out = tmp_path / f"pred{len(flag)}"
+        caplog.clear()
+        with caplog.at_level("INFO", logger="gigacount.predict"):
+            assert main(["predict", str(trained_run / "best_mae.pt"), str(photos), "--out", str(out),
+                         "--device", "cpu", *flag]) == 0
+        fast = not flag and native_bf16("cpu")
+        assert ("bfloat16 autocast" if fast else "float32") in caplog.text
+        counts[bool(flag)] = [float(r["count"]) for r in csv.DictReader((out / "counts.csv").open())]
+    for bf, fp in zip(counts[False], counts[True]):
+        assert bf == pytest.approx(fp, rel=0.03, abs=0.05)
+
+
 def test_eval_reports_the_test_metrics(trained_run, tmp_path, capsys):
     out = tmp_path / "eval"
     assert main(["eval", str(trained_run / "best_mae.pt"), "--full-image", "--out", str(out), "--device", "cpu"]) == 0

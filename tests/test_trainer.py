@@ -193,6 +193,22 @@ def test_run_folder_and_checkpoint_contents(tmp_path):
     assert blob["model_name"] == "gigacount_atto" and blob["config"]["preset"] == "cpu-quick"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["protocol_label"] and "mae_ratio_to_trivial" in summary
+    from gigacount_lib.utils import mixed_precision_available
+
+    assert info["autocast"] == ("bfloat16" if config.optim.amp and mixed_precision_available("cpu") else "off")
+
+
+def test_amp_falls_back_to_float32_without_native_bfloat16(tmp_path, monkeypatch, caplog):
+    """Emulated bfloat16 is slower than float32: on such a CPU the Trainer trains in float32 and says so."""
+    import gigacount_lib.train as train_module
+
+    monkeypatch.setattr(train_module, "mixed_precision_available", lambda device: False)
+    config = tiny_config(epochs=1, **{"optim.amp": True})
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    with caplog.at_level("WARNING", logger="gigacount.train"):
+        trainer.fit()
+    assert trainer.use_amp is False and "no native bfloat16" in caplog.text
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["autocast"] == "off"
 
 
 def test_checkpoint_errors(tmp_path):
