@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python benchmarks/bench_inference.py                 # writes benchmarks/results/inference.json
     .venv/bin/python benchmarks/bench_inference.py --sizes 224 512 1024x768 --no-bf16
     .venv/bin/python benchmarks/bench_inference.py --modes full --no-memory
+    .venv/bin/python benchmarks/bench_inference.py --sizes 2048x1536 --compile   # + torch.compile (full image)
     .venv/bin/python benchmarks/bench_inference.py --quick --no-write   # smoke run, writes nothing
 
 Sizes are ``N`` (square) or ``WIDTHxHEIGHT``; default 224², 512², 1024x768, 2048x1536 and 4096x3072.
@@ -16,7 +17,9 @@ For each size, one random image (uniform in [0, 1]) goes through ``gigacount`` (
   stride 224 (8 windows per forward pass, the function's default);
 
 each in ``fp32`` (plain) and under bfloat16 autocast (``bf16``, ``train.autocast_context``; only where
-the device supports bf16 natively, ``--no-bf16`` to skip). The variants of one size are warmed up and
+the device supports bf16 natively, ``--no-bf16`` to skip). ``--compile`` adds ``full/bf16c``: the full
+image through ``torch.compile(model)`` under bf16 (``gigacount predict --compile``); its first call, the
+compilation, is timed apart (``compile_s``) and it has no memory row. The variants of one size are warmed up and
 timed in round-robin; medians are reported with the full/sliding ratio per precision (below 1: the
 full pass is faster). Every output is checked to be on the stride-8 grid, ``ceil(H/8) x ceil(W/8)``
 blocks (``shape_ok``), and ``plan`` records what :func:`gigacount_lib.evaluate.plan_inference` would
@@ -30,6 +33,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -69,6 +73,16 @@ def predictor(model, image: torch.Tensor, mode: str, bf16: bool, device: torch.d
     return call
 
 
+_COMPILED: dict[int, Any] = {}
+
+
+def compiled_model(model):
+    """``torch.compile(model)``, once per model."""
+    if id(model) not in _COMPILED:
+        _COMPILED[id(model)] = torch.compile(model)
+    return _COMPILED[id(model)]
+
+
 def memory_worker(p: dict[str, Any]) -> dict[str, Any]:
     """In a fresh process: load the model and the image, then the peak memory of one inference."""
     set_threads(p["threads"])
@@ -86,6 +100,8 @@ def run(args: argparse.Namespace, argv) -> dict[str, Any]:
     set_threads(args.threads)
     device = resolve_device(args.device)
     precisions = ["fp32"] + (["bf16"] if not args.no_bf16 and bf16_supported(device) else [])
+    if args.compile:
+        precisions.append("bf16c" if "bf16" in precisions else "fp32c")
     result = header("bench_inference.py", argv, (
         f"median wall time and peak memory of one inference of {args.model} (random init, eval, inference_mode) on "
         f"one image: full image (predict_full) vs {OFFICIAL_WINDOW}/{OFFICIAL_STRIDE} sliding windows "
@@ -116,7 +132,15 @@ def run(args: argparse.Namespace, argv) -> dict[str, Any]:
             return run_once
 
         fns = {f"{m}/{p}": recording(f"{m}/{p}", predictor(model, image, m, p == "bf16", device))
-               for m in args.modes for p in precisions}
+               for m in args.modes for p in precisions if not p.endswith("c")}
+        compile_s = {}
+        for p in precisions:
+            if p.endswith("c") and "full" in args.modes:  # compiled: the full image only (one shape)
+                call = recording(f"full/{p}", predictor(compiled_model(model), image, "full", p == "bf16c", device))
+                start = time.perf_counter()
+                call()
+                compile_s[f"full/{p}"] = time.perf_counter() - start
+                fns[f"full/{p}"] = call
         timed = time_round_robin(fns, warmup=args.warmup, min_reps=args.min_reps, max_reps=args.max_reps,
                                  budget_s=args.budget, device=device)
         for key, t in timed.items():
@@ -126,11 +150,13 @@ def run(args: argparse.Namespace, argv) -> dict[str, Any]:
                          "time_min_s": t["min_s"], "times_s": t["times_s"],
                          "output_shape": list(shape) if shape else None,
                          "shape_ok": None if shape is None else tuple(shape[-2:]) == expected and shape[:2] == (1, 1),
-                         "count": count})
+                         "count": count, **({"compile_s": compile_s[key]} if key in compile_s else {})})
             print(f"[bench_inference] {text} {key}: {t['status']} {t['median_s']}", file=sys.stderr, flush=True)
         del image, outputs
     if not args.no_memory:
         for row in rows:  # also for a row whose timing failed: its memory status says how far a pass gets
+            if row["precision"].endswith("c"):
+                continue  # compiled: no memory row (the compilation's own peak would dominate)
             payload = {"model": args.model, "height": row["height"], "width": row["width"], "mode": row["mode"],
                        "bf16": row["precision"] == "bf16", "device": str(device), "seed": args.seed,
                        "threads": torch.get_num_threads()}
@@ -159,6 +185,9 @@ def summarise(rows: list[dict[str, Any]], precisions: list[str]) -> list[dict[st
                         "full_mib": full.get("peak_mib"), "sliding_mib": sliding.get("peak_mib"),
                         "full_over_sliding_memory": ratio(full.get("peak_mib"), sliding.get("peak_mib")),
                         "bf16_over_fp32_full": ratio(full.get("time_s"), by.get((size, "full", "fp32"), {}).get("time_s")),
+                        "full_over_official": ratio(full.get("time_s"),
+                                                    by.get((size, "sliding", "fp32"), {}).get("time_s")),
+                        "compile_s": full.get("compile_s"),
                         "status": ", ".join(sorted({r.get("status", "-") for r in (full, sliding) if r}))})
     return out
 
@@ -172,6 +201,7 @@ def tables(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
     return text + "\n\nfull image against sliding windows:\n\n" + markdown_table(summary, [
         ("size", "size", "s"), ("precision", "precision", "s"), ("full (s)", "full_s", ".3f"),
         ("sliding (s)", "sliding_s", ".3f"), ("full/sliding", "full_over_sliding", ".2f"),
+        ("full / official sliding fp32", "full_over_official", ".2f"), ("compile (s)", "compile_s", ".0f"),
         ("memory full/sliding", "full_over_sliding_memory", ".2f"), ("status", "status", "s")])
 
 
@@ -187,6 +217,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-reps", type=int, default=7)
     p.add_argument("--budget", type=float, default=30.0, help="seconds per size after which no new round starts")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--compile", action="store_true", help="also the full image through torch.compile (bf16)")
     p.add_argument("--quick", action="store_true", help="smoke run: sizes 64 and 100x60, one timed repetition")
     add_run_arguments(p, RESULTS / "inference.json")
     return p

@@ -142,7 +142,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     images = collect_images(args.images)
     if not images:
         return _fail("predict", FileNotFoundError(f"no image files in {args.images}"))
-    rows = predict_images(model, images, args.out, device=device, bf16=False if args.fp32 else None)
+    rows = predict_images(model, images, args.out, device=device, bf16=False if args.fp32 else None,
+                          compile=args.compile)
     for row in rows:
         print(f"{row['image']}: {row['count']:.1f}")
     if args.out:
@@ -287,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto")
     pr.add_argument("--fp32", action="store_true",
                     help="float32 inference (default: bfloat16 autocast where the device runs it natively)")
+    pr.add_argument("--compile", action="store_true",
+                    help="torch.compile the model: slow first image per size, faster after (many images of one size)")
     pr.set_defaults(func=_cmd_predict)
 
     from .reproduce import add_arguments as add_reproduce_arguments

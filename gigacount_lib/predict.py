@@ -5,7 +5,10 @@ overlaid on the photo. Inference is full-image when the image fits the memory bu
 windows otherwise (:func:`gigacount_lib.evaluate.predict_density`). It runs under bfloat16 autocast
 where the device has native bfloat16 kernels (about 2x faster on a 2-core AVX-512 CPU; the count
 difference to float32 is measured in ``benchmarks/README.md``) and in float32 elsewhere or with
-``bf16=False`` (``gigacount predict --fp32``). An unreadable image is skipped with a warning; the others go on.
+``bf16=False`` (``gigacount predict --fp32``). ``compile=True`` (``--compile``) runs the model through
+``torch.compile``: the first image of each size pays the compilation (about 1.5 min for 2048x1536 on 2
+CPU cores), each later one is faster (``benchmarks/README.md``), so it pays off on many images of one
+size. An unreadable image is skipped with a warning; the others go on.
 """
 from __future__ import annotations
 
@@ -62,10 +65,12 @@ def plot_density_overlay(image, density, title: str = "", fig=None):
 
 
 def predict_images(model, images: Iterable[Path], out_dir: str | os.PathLike | None, *, device="cpu",
-                   window: int | None = None, stride: int | None = None, bf16: bool | None = None) -> list[dict]:
+                   window: int | None = None, stride: int | None = None, bf16: bool | None = None,
+                   compile: bool = False) -> list[dict]:
     """Predict every readable image; write ``counts.csv`` and ``<name>_density.png`` under ``out_dir``.
 
     ``bf16``: bfloat16 autocast; ``None`` (default) where the device runs it natively, else float32.
+    ``compile``: run the model through ``torch.compile`` (see the module docstring).
 
     Returns one row per image ``{"image", "count", "height", "width", "mode"}``; unreadable files
     are logged and left out.
@@ -82,7 +87,9 @@ def predict_images(model, images: Iterable[Path], out_dir: str | os.PathLike | N
     model = model.to(device).eval()
     device = next(model.parameters()).device
     use_bf16 = native_bf16(device) if bf16 is None else bool(bf16)
-    log.info("predicting in %s on %s", "bfloat16 autocast" if use_bf16 else "float32", device)
+    log.info("predicting in %s on %s%s", "bfloat16 autocast" if use_bf16 else "float32", device,
+             " (torch.compile)" if compile else "")
+    runner = torch.compile(model) if compile else model
     for path in images:
         try:
             image = to_image_tensor(load_rgb_image(path))
@@ -90,7 +97,7 @@ def predict_images(model, images: Iterable[Path], out_dir: str | os.PathLike | N
             log.warning("%s: cannot be read as an image (%s); skipped", path, exc)
             continue
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            output = predict_density(model, image.to(device), window=window, stride=stride)
+            output = predict_density(runner, image.to(device), window=window, stride=stride)
         count = float(output.density.float().sum())
         rows.append({"image": str(path), "count": round(count, 2), "height": int(image.shape[-2]),
                      "width": int(image.shape[-1])})
