@@ -39,9 +39,8 @@ PARTS = {"losses": "bench_losses.py", "step": "bench_step.py", "inference": "ben
          "loader": "bench_loader.py"}
 STANDARD = {
     "losses": ["--batches", "1", "8", "--points", "50", "500", "2000", "--budget", "2", "--step-reps", "3"],
-    "step": ["--batches", "4", "--sizes", "224", "--paths", "plain", "fast", "fast_cl", "--min-reps", "3",
-             "--max-reps", "3", "--profile"],
-    "inference": ["--sizes", "224", "512", "1024x768", "2048x1536", "--min-reps", "2", "--max-reps", "3",
+    "step": ["--batches", "4", "--sizes", "224", "--min-reps", "3", "--max-reps", "3", "--profile"],
+    "inference": ["--sizes", "224", "512", "1024x768", "2048x1536", "--min-reps", "2", "--max-reps", "2",
                   "--budget", "20"],
     "loader": ["--batches", "10", "--train-steps", "3", "--min-reps", "3", "--max-reps", "3"],
 }
