@@ -286,3 +286,20 @@ def test_the_old_raw_tensor_call_points_to_compute():
         CrossEntropyBlockLoss(8)  # the block size comes from a BinConfig
     with pytest.raises(ValueError, match="unknown loss 'focal'; choose 'hybrid', 'dace', 'dmcount', 'ce', 'prob'"):
         build_loss("focal", BC)
+
+
+def test_focal_cross_entropy_downweights_easy_blocks():
+    """focal_gamma=0 is L_CE; gamma > 0 is sum -(1 - p_c)^gamma log p_c, smaller, most on confident blocks."""
+    from gigacount_lib.losses.hybrid import cross_entropy_blocks
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 3, 4, generator=gen) * 3
+    classes = torch.randint(0, 5, (2, 3, 4), generator=gen)
+    logp = logits.log_softmax(1).gather(1, classes.unsqueeze(1)).squeeze(1)
+    plain = (-logp).flatten(1).sum(-1).mean()
+    focal = (-(1 - logp.exp()).pow(2) * logp).flatten(1).sum(-1).mean()
+    torch.testing.assert_close(cross_entropy_blocks(logits, classes), plain)
+    torch.testing.assert_close(cross_entropy_blocks(logits, classes, focal_gamma=2.0), focal)
+    assert focal < plain
+    with pytest.raises(ValueError, match="focal_gamma"):
+        AdaptiveHybridLoss(BinConfig.gigacount_qnrf(), focal_gamma=-1)
