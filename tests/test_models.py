@@ -417,3 +417,19 @@ def test_torchvision_checkpoint_of_another_model_is_refused(tmp_path):
         TruncatedConvNeXt(weights_file=path)
     with pytest.raises(ValueError, match="checkpoint='timm'"):
         TruncatedConvNeXt(pretrained=True, timm_name="convnext_atto")
+
+
+def test_orthogonal_prototypes_option(bin_config):
+    """A random text tower's prototypes are nearly collinear; the option swaps in orthonormal ones, recorded."""
+    from gigacount_lib.models.registry import orthogonal_prototypes
+
+    model = build_model("gigacount_atto", bin_config, pretrained=None, prototypes="orthogonal")
+    protos = model.head.text_prototypes.float()
+    k = bin_config.num_bins
+    torch.testing.assert_close(protos @ protos.T, torch.eye(k), atol=1e-5, rtol=0)
+    torch.testing.assert_close(protos, orthogonal_prototypes(k, protos.shape[1]))
+    assert "orthogonal" in model.weights_info["text"]["prototypes"]
+    default = build_model("gigacount_atto", bin_config, pretrained=None)
+    assert "prototypes" not in default.weights_info["text"]
+    with pytest.raises(ValueError, match="prototypes"):
+        build_model("gigacount_atto", bin_config, pretrained=None, prototypes="learned")

@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+import torch
+
 from ..binning import BinConfig
 from ..utils import get_logger
 from .clip_ebc import CLIPEBC, CLIPResNetFeatures, CLIPViTFeatures
@@ -89,6 +91,20 @@ def build_model(name: str, bin_config: BinConfig | None = None, pretrained: bool
     return model
 
 
+def orthogonal_prototypes(num_classes: int, dim: int, seed: int = 0) -> torch.Tensor:
+    """``(K, D)`` orthonormal rows (QR of a seeded Gaussian matrix): equidistant class directions.
+
+    For random-init runs (no CLIP weights): the prototypes of a random text tower are nearly collinear
+    (pairwise cosines 0.73-0.96 for the five QNRF bins), so the cosine head starts with classes that
+    are hard to tell apart. A CPU compromise for the search, not part of GigaCount.
+    """
+    if num_classes > dim:
+        raise ValueError(f"orthogonal_prototypes: {num_classes} classes need at most {dim} dimensions")
+    gauss = torch.randn(dim, num_classes, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    q, _ = torch.linalg.qr(gauss)
+    return q.T.contiguous().float()
+
+
 def _text(clip_model: str, bin_config: BinConfig, text_pre: bool, text_weights, prompt_style: str):
     prompts = bin_prompts(bin_config, prompt_style)
     protos, info = compute_text_prototypes(clip_model, prompts, pretrained=text_pre, weights_path=text_weights)
@@ -102,11 +118,18 @@ def _gigacount(bin_config: BinConfig, image_pre: bool, text_pre: bool, *, image_
                timm_name: str = DEFAULT_CONVNEXT, image_checkpoint: str = "torchvision", drop_path_rate: float = 0.1,
                kernel_num: int = 4, decoder_channels: int = 768, ls_init_value: float | None = None,
                logit_scale_init: float | None = None,
-               attention_out: tuple[int, ...] | None = None) -> GigaCount:
+               attention_out: tuple[int, ...] | None = None, prototypes: str = "clip") -> GigaCount:
     """GigaCount builder. Defaults are the official code's: ViT-B/16 text tower (512-d prototypes),
     torchvision's ConvNeXt-Tiny ImageNet weights, stochastic depth 0.1 (torchvision's default);
-    ``clip_model="RN50"`` gives the 1024-d text tower of the March 2025 code and the README."""
+    ``clip_model="RN50"`` gives the 1024-d text tower of the March 2025 code and the README.
+    ``prototypes="orthogonal"`` replaces the text prototypes by orthonormal vectors (not the paper; see
+    :func:`orthogonal_prototypes`)."""
     protos, text_info = _text(clip_model, bin_config, text_pre, text_weights, prompt_style)
+    if prototypes == "orthogonal":
+        protos = orthogonal_prototypes(protos.shape[0], protos.shape[1]).to(protos.dtype)
+        text_info = {**text_info, "prototypes": "orthogonal (seeded QR, the text tower's output unused)"}
+    elif prototypes != "clip":
+        raise ValueError(f"prototypes must be 'clip' or 'orthogonal', got {prototypes!r}")
     encoder = TruncatedConvNeXt(keep_stage4=keep_stage4, block_type=block_type, pretrained=image_pre,
                                 weights_file=image_weights, timm_name=timm_name, checkpoint=image_checkpoint,
                                 drop_path_rate=drop_path_rate, odconv_kernel_num=kernel_num,
