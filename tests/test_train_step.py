@@ -196,3 +196,19 @@ def test_loss_scaling_unscales_before_clipping_and_float16_requires_a_scaler(mon
     assert not T.make_grad_scaler("cpu", use_autocast=False).is_enabled()
     with pytest.raises(ValueError, match="needs loss scaling"):
         train_step(TinyCounter(), batch, AdaptiveHybridLoss(BC), configure_optimizer(TinyCounter()), use_autocast=True)
+
+
+def test_configure_optimizer_uses_the_fused_adamw_where_supported():
+    """Fused by default on CPU (the same update as the loop AdamW, in one kernel per tensor); off on request."""
+    torch.manual_seed(0)
+    fused_model, loop_model = TinyCounter(), TinyCounter()
+    loop_model.load_state_dict(fused_model.state_dict())
+    fused, loop = configure_optimizer(fused_model, lr=1e-2), configure_optimizer(loop_model, lr=1e-2, fused=False)
+    assert all(g.get("fused") for g in fused.param_groups)
+    assert not any(g.get("fused") for g in loop.param_groups)
+    batch = make_loader()[0]
+    for model, opt in ((fused_model, fused), (loop_model, loop)):
+        for _ in range(3):
+            train_step(model, batch, AdaptiveHybridLoss(BC, mode="reference"), opt)
+    for a, b in zip(fused_model.parameters(), loop_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
