@@ -73,16 +73,6 @@ def predictor(model, image: torch.Tensor, mode: str, bf16: bool, device: torch.d
     return call
 
 
-_COMPILED: dict[int, Any] = {}
-
-
-def compiled_model(model):
-    """``torch.compile(model)``, once per model."""
-    if id(model) not in _COMPILED:
-        _COMPILED[id(model)] = torch.compile(model)
-    return _COMPILED[id(model)]
-
-
 def memory_worker(p: dict[str, Any]) -> dict[str, Any]:
     """In a fresh process: load the model and the image, then the peak memory of one inference."""
     set_threads(p["threads"])
@@ -110,6 +100,7 @@ def run(args: argparse.Namespace, argv) -> dict[str, Any]:
                   settings={k: getattr(args, k) for k in ("model", "sizes", "modes", "warmup", "min_reps",
                                                           "max_reps", "budget", "seed")})
     model = build(args.model, device, args.seed)
+    compiled = torch.compile(model) if args.compile else None  # compiles on its first call
     rows: list[dict[str, Any]] = []
     for text in args.sizes:
         height, width = parse_size(text)
@@ -136,7 +127,7 @@ def run(args: argparse.Namespace, argv) -> dict[str, Any]:
         compile_s = {}
         for p in precisions:
             if p.endswith("c") and "full" in args.modes:  # compiled: the full image only (one shape)
-                call = recording(f"full/{p}", predictor(compiled_model(model), image, "full", p == "bf16c", device))
+                call = recording(f"full/{p}", predictor(compiled, image, "full", p == "bf16c", device))
                 start = time.perf_counter()
                 call()
                 compile_s[f"full/{p}"] = time.perf_counter() - start

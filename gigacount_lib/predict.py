@@ -3,8 +3,9 @@
 For each image: the predicted count, a row in ``counts.csv``, and a PNG with the density map
 overlaid on the photo. Inference is full-image when the image fits the memory budget and sliding
 windows otherwise (:func:`gigacount_lib.evaluate.predict_density`). It runs under bfloat16 autocast
-where the device has native bfloat16 kernels (about 2x faster on a 2-core AVX-512 CPU; the count
-difference to float32 is measured in ``benchmarks/README.md``) and in float32 elsewhere or with
+where the device has native bfloat16 kernels (about 2x faster on a 2-core AVX-512 CPU,
+``benchmarks/README.md``; ``bench_inference.py`` records each precision's count beside its time) and in
+float32 elsewhere or with
 ``bf16=False`` (``gigacount predict --fp32``). ``compile=True`` (``--compile``) runs the model through
 ``torch.compile``: the first image of each size pays the compilation (about 1.5 min for 2048x1536 on 2
 CPU cores), each later one is faster (``benchmarks/README.md``), so it pays off on many images of one
