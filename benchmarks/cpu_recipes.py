@@ -97,7 +97,7 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "up2_c192": ("images upscaled 2x (data.min_size=768: 512x384 -> 1024x768) with 192-px crops (96 px of the "
                  "original scene) and 192-px evaluation windows, 56 epochs to fit the budget: half the test heads "
                  "are under 3 px wide, and a predictor that finds every head of 2.5 px or more but none smaller "
-                 "already scores 0.37 (benchmarks/head_sizes.py)",
+                 "already scores 0.37 (gigacount_lib.data.synthetic.heads.size_floor)",
                  ["data.min_size=768", "data.crop_size=192", "eval_window=192", "eval_stride=192", "epochs=56",
                   "eval_every=8"]),
     "up15_c160": ("images upscaled 1.5x (data.min_size=576: 512x384 -> 768x576) with 160-px crops and windows, "

@@ -293,3 +293,30 @@ def test_config_rejects_scene_knobs_that_cannot_render(kwargs, match):
     up front, with the field's name."""
     with pytest.raises(ValueError, match=match):
         SyntheticConfig(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------- head sizes
+def test_split_head_sizes_match_the_written_annotations(tmp_path):
+    from gigacount_lib.data.synthetic.heads import split_head_sizes
+
+    root = generate_synthetic_dataset(tmp_path / "syn", TINY)
+    manifest = read_manifest(root)
+    for split in ("Train", "Test"):
+        sizes = split_head_sizes(TINY, split)
+        assert [len(s) for s in sizes] == [im["count"] for im in manifest["splits"][split]["images"]]
+        assert all(np.all(s >= TINY.min_head_px * 0.99) for s in sizes)  # the camera's smallest head
+    with pytest.raises(ValueError, match="split must be one of"):
+        split_head_sizes(TINY, "Val")
+
+
+def test_size_floor_scores_the_predictor_that_misses_small_heads():
+    from gigacount_lib.data.synthetic.heads import size_floor
+
+    sizes = [np.array([1.0, 2.0, 5.0]), np.array([]), np.array([3.0, 3.0])]  # counts 3, 0, 2
+    table = size_floor(sizes, train_mean=2.0, thresholds=(0.5, 2.5, 10.0))
+    # trivial MAE = (1 + 2 + 0) / 3 = 1; >= 2.5 px finds 1, 0, 2 (MAE 2/3); >= 10 px finds nothing (MAE 5/3)
+    assert table["mae"].tolist() == pytest.approx([0.0, 2 / 3, 5 / 3])
+    assert table["mae_ratio_to_trivial"].tolist() == pytest.approx([0.0, 2 / 3, 5 / 3])
+    assert table["share_of_heads_below"].tolist() == pytest.approx([0.0, 0.4, 1.0])
+    with pytest.raises(ValueError, match="no images"):
+        size_floor([], 1.0)

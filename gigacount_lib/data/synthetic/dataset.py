@@ -29,7 +29,7 @@ from ...utils import (atomic_write_json, cache_dir, clean_stale_temp_dirs, ensur
 from .config import GENERATOR_VERSION, QUICK_CONFIG, SPLITS, SyntheticConfig, scene_count_quantiles, target_count
 from .render import render_scene
 
-__all__ = ["MANIFEST_NAME", "COMPLETE_MARKER", "generate_synthetic_dataset", "read_manifest",
+__all__ = ["MANIFEST_NAME", "COMPLETE_MARKER", "generate_synthetic_dataset", "render_item", "read_manifest",
            "is_synthetic_root", "cached_synthetic_root"]
 
 log = get_logger("data.synthetic")
@@ -58,10 +58,24 @@ def _jpeg_bytes(image: Image.Image, quality: int) -> bytes:
     return buf.getvalue()
 
 
+def render_item(config: SyntheticConfig, split: str, index: int, u: float | None = None
+                ) -> tuple[Image.Image, np.ndarray, dict[str, Any]]:
+    """Render image ``index`` of ``split`` ("Train" or "Test") exactly as the dataset holds it (before JPEG).
+
+    ``u`` is the image's count quantile; by default the one :func:`generate_synthetic_dataset` uses.
+    Returns :func:`~.render.render_scene`'s ``(image, points, info)``.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"render_item: split must be one of {sorted(SPLITS)}, got {split!r}")
+    if u is None:
+        u = float(scene_count_quantiles(index + 1, config.seed, SPLITS[split])[index])
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, SPLITS[split], index]))
+    return render_scene(rng, config, n_people=target_count(u, config))
+
+
 def _render_item(args: tuple[SyntheticConfig, str, int, float]) -> tuple[bytes, bytes, int, dict[str, Any]]:
     config, split, index, u = args
-    rng = np.random.default_rng(np.random.SeedSequence([config.seed, SPLITS[split], index]))
-    image, points, info = render_scene(rng, config, n_people=target_count(u, config))
+    image, points, info = render_item(config, split, index, u)
     summary = {k: info[k] for k in ("lighting", "n_target", "n_drawn", "n_occluded", "n_outside", "jpeg_quality")}
     return _jpeg_bytes(image, info["jpeg_quality"]), _mat_bytes(points), len(points), summary
 
