@@ -47,7 +47,7 @@ from _common import (RECOVERABLE, RESULTS, PeakMemory, add_run_arguments, bf16_s
 from gigacount_lib.binning import BinConfig  # noqa: E402
 from gigacount_lib.evaluate import OFFICIAL_STRIDE, OFFICIAL_WINDOW, plan_inference, predict_full, predict_sliding  # noqa: E402
 from gigacount_lib.models import build_model  # noqa: E402
-from gigacount_lib.train import autocast_context  # noqa: E402
+from gigacount_lib.steps import autocast_context  # noqa: E402
 
 SIZES = ["224", "512", "1024x768", "2048x1536", "4096x3072"]
 MODES = ["full", "sliding"]

@@ -46,7 +46,7 @@ from gigacount_lib.data.loaders import EpochSampler, training_loader  # noqa: E4
 from gigacount_lib.data.transforms import train_transforms  # noqa: E402
 from gigacount_lib.losses import build_loss  # noqa: E402
 from gigacount_lib.models import build_model  # noqa: E402
-from gigacount_lib.train import configure_optimizer, make_grad_scaler, train_step  # noqa: E402
+from gigacount_lib.steps import configure_optimizer, make_grad_scaler, train_step  # noqa: E402
 
 
 class LoaderCase:

@@ -145,7 +145,7 @@ def ot_cells(batches, counts, budget_s: float, seed: int) -> list[dict]:
 def step_share(batch: int, steps: int, seed: int) -> dict:
     """Median time of a full GigaCount step vs the OT solve (both modes) on the same batch."""
     from gigacount_lib.models import build_model
-    from gigacount_lib.train import configure_optimizer, train_step
+    from gigacount_lib.steps import configure_optimizer, train_step
 
     torch.manual_seed(seed)
     bc = BinConfig.gigacount_qnrf()

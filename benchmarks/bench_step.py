@@ -10,7 +10,7 @@ Usage::
     .venv/bin/python benchmarks/bench_step.py --profile            # + torch.profiler top-10 ops of gigacount
     .venv/bin/python benchmarks/bench_step.py --quick --no-write   # smoke run, writes nothing
 
-One training step is what the Trainer does per batch (``gigacount_lib.train.train_step``): forward,
+One training step is what the Trainer does per batch (``gigacount_lib.steps.train_step``): forward,
 the real Adaptive Hybrid loss (``build_loss("hybrid", bin_config, mode="reference")``), backward and
 an AdamW step, on a fixed synthetic ``CrowdBatch`` (uniform random images, 50-300 heads per crop
 placed uniformly). Models are built from random init (``pretrained=None``; weights do not change the
@@ -54,7 +54,7 @@ from gigacount_lib.binning import BinConfig  # noqa: E402
 from gigacount_lib.data.transforms import collate_crowd  # noqa: E402
 from gigacount_lib.losses import build_loss  # noqa: E402
 from gigacount_lib.models import build_model, list_models  # noqa: E402
-from gigacount_lib.train import configure_optimizer, forward_and_loss, make_grad_scaler, train_step  # noqa: E402
+from gigacount_lib.steps import configure_optimizer, forward_and_loss, make_grad_scaler, train_step  # noqa: E402
 
 MODELS = ["gigacount", "gigacount_stage4", "gigacount_odconv_blocks", "gigacount_no_fusion", "gigacount_atto",
           "clip_ebc_resnet50", "clip_ebc_vit_b16"]

@@ -226,7 +226,7 @@ def test_every_built_loss_takes_output_and_batch_and_matches_the_raw_tensor_path
 
 
 def test_train_compute_loss_is_the_plain_call():
-    from gigacount_lib.train import compute_loss
+    from gigacount_lib.steps import compute_loss
 
     output, batch = make_output_and_batch()
     for name in LOSS_NAMES:

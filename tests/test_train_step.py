@@ -12,7 +12,7 @@ from gigacount_lib.data.transforms import collate_crowd
 from gigacount_lib.losses import AdaptiveHybridLoss, DACELoss, DMCountLoss
 from gigacount_lib.evaluate import evaluate_model
 from gigacount_lib.losses.experiment import evaluation_summary, short_training
-from gigacount_lib.train import (backward, check_finite, clip_gradients, configure_optimizer, forward_and_loss,
+from gigacount_lib.steps import (backward, check_finite, clip_gradients, configure_optimizer, forward_and_loss,
                                  train_step, train_steps)
 
 BC = BinConfig.gigacount_qnrf()

@@ -13,7 +13,8 @@ import torch
 
 from gigacount_lib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from gigacount_lib.config import TrainConfig, get_preset, list_presets
-from gigacount_lib.train import Trainer, build_scheduler
+from gigacount_lib.steps import build_scheduler
+from gigacount_lib.train import Trainer
 
 
 def tiny_config(**overrides) -> TrainConfig:

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from ..train import configure_optimizer, train_steps
+from ..steps import configure_optimizer, train_steps
 from ..utils import get_logger
 
 __all__ = ["short_training", "crowd_loaders", "compare_losses", "evaluation_summary"]
