@@ -149,6 +149,56 @@ def run_row_details(run_dir: Path) -> dict:
     return details
 
 
+def train_fit(run_dir: Path, n_images: int = 100) -> dict:
+    """How well a finished run fits its own training images: its ``best_mae.pt`` scored on the first
+    ``n_images`` training images (the held-out ones left out), in the run's evaluation windows. A
+    ``train_ratio`` close to the test ``ratio`` means the recipe underfits (more or faster learning
+    helps); far below it, it overfits (more data or augmentation helps)."""
+    import numpy as np
+    from torch.utils.data import Subset
+
+    from gigacount_lib.checkpoint import build_model_from_checkpoint
+    from gigacount_lib.config import TrainConfig
+    from gigacount_lib.data.datasets import build_dataset
+    from gigacount_lib.evaluate import evaluate_model, heldout_split
+
+    config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    c = config.data
+    kwargs = {k: v for k, v in (("min_size", c.min_size), ("max_size", c.max_size)) if v is not None}
+    if c.dataset == "synthetic":
+        kwargs.update(quick=c.synthetic_quick, seed=0)
+    train_all = build_dataset(c.dataset, c.root, "train", **kwargs)
+    train_idx, _ = heldout_split(len(train_all), c.val_fraction, config.seed)
+    counts = np.array([len(pts) for _, pts, _ in train_all.iter_annotations()], dtype=np.float64)
+    mean = counts[train_idx].mean()
+    chosen = train_idx[:n_images]
+    model = build_model_from_checkpoint(run_dir / "best_mae.pt", device="cpu")
+    result = evaluate_model(model, Subset(train_all, chosen), window=config.eval_window, stride=config.eval_stride)
+    trivial = float(np.abs(counts[chosen] - mean).mean())
+    return {"train_images": len(chosen), "train_mae": result.metrics["mae"],
+            "train_ratio": result.metrics["mae"] / trivial}
+
+
+def record_train_fit(run_dir: Path, n_images: int) -> dict:
+    """:func:`train_fit` of ``run_dir``, added to its row of the results file (matched by ``run_dir``)."""
+    import fcntl
+
+    def rows_of(data: dict) -> list[dict]:
+        rows = [r for r in data["runs"] if Path(r.get("run_dir", "")) == run_dir]
+        if not rows:
+            raise SystemExit(f"{run_dir}: no row of {RESULTS} has this run_dir")
+        return rows
+
+    rows_of(json.loads(RESULTS.read_text()))  # before the minutes of scoring
+    fit = train_fit(run_dir, n_images)
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(RESULTS.read_text())
+        rows_of(data)[-1].update(fit)
+        atomic_write_json(RESULTS, data)
+    return fit
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", nargs="+", default=["preset"], help=f"any of {', '.join(RECIPES)}")
@@ -156,11 +206,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="an extra override for every recipe (e.g. max_minutes=5)")
     parser.add_argument("--out", default="runs/cpu_recipes", help="folder for the run folders")
     parser.add_argument("--list", action="store_true", help="list the recipes and exit")
+    parser.add_argument("--train-fit", nargs="+", type=Path, metavar="RUN_DIR",
+                        help="score finished runs on their own training images (train_ratio) and record it")
+    parser.add_argument("--train-images", type=int, default=100, help="training images for --train-fit")
     parser.add_argument("--no-write", action="store_true", help=f"do not append to {RESULTS.relative_to(REPO)}")
     args = parser.parse_args(argv)
     if args.list:
         for name, (what, overrides) in RECIPES.items():
             print(f"{name:12s} {what}\n{'':12s} {' '.join(overrides) or '(no overrides)'}")
+        return 0
+    if args.train_fit:
+        for run_dir in args.train_fit:
+            print(run_dir, json.dumps(record_train_fit(run_dir.resolve(), args.train_images)))
         return 0
     unknown = [r for r in args.recipes if r not in RECIPES]
     if unknown:

@@ -7,7 +7,7 @@ from pathlib import Path
 __all__ = ["read_log", "plot_training_curves", "read_recipe_results"]
 
 RECIPE_COLUMNS = ["recipe", "what", "steps", "train_minutes", "test_mae", "test_rmse", "trivial_mae", "ratio",
-                  "nonempty_block_accuracy"]
+                  "train_ratio", "nonempty_block_accuracy"]
 
 
 def read_log(run_dir: str | os.PathLike):
@@ -53,8 +53,9 @@ def read_recipe_results(path: str | os.PathLike):
     """The runs of ``benchmarks/cpu_recipes.py`` (``benchmarks/results/cpu_recipes.json``) as a DataFrame.
 
     One row per run, in the order they were run: the recipe, what it changes, the optimiser steps, the
-    training minutes, the test MAE/RMSE, the mean-count predictor's MAE, the ratio of the two, and the
-    share of test blocks holding a head that the model puts in the right bin.
+    training minutes, the test MAE/RMSE, the mean-count predictor's MAE, the ratio of the two, the same
+    ratio on the run's own training images where it was measured (``train_ratio``, ``--train-fit``), and
+    the share of test blocks holding a head that the model puts in the right bin.
     """
     import json
 

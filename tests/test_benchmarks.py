@@ -245,3 +245,27 @@ def test_run_all_quick_merges_the_parts(monkeypatch, tmp_path):
     for key in ("machine", "load_average_before", "load_average_after", "torch_threads", "versions", "git"):
         assert key in merged, key
     assert merged["machine"]["slug"] == load("_common").machine_slug()
+
+
+# ------------------------------------------------------------------------------------------ cpu_recipes
+def test_cpu_recipes_train_fit_scores_a_run_on_its_training_images(tmp_path, monkeypatch):
+    import json
+
+    from gigacount_lib.config import get_preset
+    from gigacount_lib.train import Trainer
+
+    recipes = load("cpu_recipes")
+    run_dir = (tmp_path / "run").resolve()
+    config = get_preset("cpu-quick").override("epochs=1", "data.max_train_images=8")
+    summary = Trainer(config, run_dir, progress=False).fit()
+    results = tmp_path / "cpu_recipes.json"
+    monkeypatch.setattr(recipes, "RESULTS", results)
+    results.write_text(json.dumps({"runs": [{"recipe": "other", "run_dir": "/elsewhere"},
+                                            {"recipe": "quick", "run_dir": str(run_dir)}]}))
+    fit = recipes.record_train_fit(run_dir, n_images=4)
+    assert fit["train_images"] == 4 and math.isfinite(fit["train_mae"]) and fit["train_ratio"] > 0
+    rows = json.loads(results.read_text())["runs"]
+    assert "train_ratio" not in rows[0] and rows[1]["train_ratio"] == pytest.approx(fit["train_ratio"])
+    assert summary["status"] in ("completed", "time budget")
+    with pytest.raises(SystemExit, match="no row"):
+        recipes.record_train_fit(tmp_path.resolve(), n_images=4)
