@@ -1,44 +1,23 @@
 """The ablation study (the paper's Table 3): a grid of variants, equal budgets, several seeds.
 
-Each :class:`Variant` is a named set of config overrides relative to one base preset
-(:func:`gigacount_lib.config.get_preset`); the variants of one axis (:class:`AblationAxis`) change
-one thing. :func:`run_ablation` trains every (variant, seed) with the existing
-:class:`~gigacount_lib.train.Trainer` into ``out_dir/<variant>/seed<k>/`` (its ``log.csv``,
-checkpoints, ``config.json`` and ``summary.json``) and returns a tidy :class:`pandas.DataFrame`, one
-row per run, also written atomically to ``out_dir/ablation.csv`` after every run.
-:func:`summarise` gives mean ± std over the seeds per variant.
+A :class:`Variant` is a named set of config overrides of one base preset; the variants of an
+:class:`AblationAxis` change one thing. :func:`run_ablation` trains every (variant, seed) with the
+:class:`~gigacount_lib.train.Trainer` into ``out_dir/<variant>/seed<k>/`` and returns a tidy DataFrame,
+one row per run, also written atomically to ``out_dir/ablation.csv`` after every run;
+:func:`summarise` gives mean ± std over the seeds.
 
-* **Equal budgets.** Every variant of a grid gets the same ``epochs`` and ``max_minutes`` (the
-  ``epochs=`` / ``max_minutes=`` arguments, else the preset's); a variant may not override them, nor
-  the seed. ``epochs`` equalises optimiser steps; ``max_minutes`` equalises *time*, so a slower
-  variant (stage 4, ODConv blocks) then takes fewer steps: the ``steps`` column says so.
-* **Resumable.** A run whose ``summary.json`` has a finished status (``completed``, ``patience``,
-  ``time budget``) is skipped and its row read back; a run with ``last.pt`` and no finished summary
-  (killed, or stopped by Ctrl-C, which the Trainer turns into a checkpoint) is resumed with
-  ``Trainer(..., resume=True)``. A run folder whose ``config.json`` differs from the config asked for
-  is an error naming the folder and the fields (no silent mixing of budgets). Ctrl-C during a run
-  stops the grid after the Trainer has saved its position; the next call continues from there.
-* **Shared runs.** Variants that resolve to the same config (for example ``schedule_cosine`` on the
-  CPU presets, whose schedule is already cosine, and the ``no_stage4`` reference) are trained once;
-  their rows point at the same ``run_dir`` (the ``shared_with`` column names the variant that owns it).
-* **The CPU compromise.** The structural axes go through ``model.options`` (``keep_stage4``,
-  ``scales``, ``block_type``: keyword arguments of the GigaCount builder), merged into the base
-  preset's options, so they work both on ``gigacount`` (GPU presets) and on ``gigacount_atto`` (the
-  narrow CPU model of the ``cpu``/``cpu-quick`` presets).
+* **Equal budgets**: every variant gets the same ``epochs`` and ``max_minutes`` (a variant may not
+  override them, nor the seed); under a time budget a slower variant takes fewer steps (``steps``).
+* **Resumable**: a finished run (``summary.json``) is skipped and its row read back; an unfinished one
+  with ``last.pt`` resumes. A run folder whose ``config.json`` differs from the config asked for is
+  an error naming the folder and the fields.
+* **Shared runs**: variants that resolve to the same config are trained once (``shared_with``).
+* **Structural axes** go through ``model.options`` (``keep_stage4``, ``scales``, ``block_type``), so
+  they apply to ``gigacount`` and to the CPU model ``gigacount_atto`` alike.
 
-What a short-budget ablation on 2 CPU cores can and cannot show
-----------------------------------------------------------------
-It can show that every variant builds, trains and is evaluated the same way; large effects that
-appear within a few hundred steps (a loss term whose removal stops the count from being learned, no
-warm-up or schedule making training unstable, a model that does not beat the mean-count predictor);
-and the seed-to-seed spread at that budget, which says how large a difference must be before it
-means anything. It cannot reproduce the paper's Table 3: those numbers are on UCF-QNRF, with
-pretrained ConvNeXt-Tiny and CLIP weights, 600 (or 150) epochs and 224² crops, where our CPU runs use
-the synthetic data, random initialisation, the narrow ``gigacount_atto`` model and minutes of training.
-Effects that the paper attributes to late training (augmentation "helps late") or to pretrained
-features (stage 4's ImageNet features hurting counting) are out of reach of such a budget; a
-difference smaller than about two standard deviations over the seeds is not evidence either way.
-Label such tables "synthetic, short budget" and run the full grid with ``--preset colab-t4`` on a GPU.
+On 2 CPU cores (synthetic data, random init, minutes of training) a grid shows large, early effects
+and the seed-to-seed spread, not the paper's Table 3 (UCF-QNRF, pretrained weights, 600 epochs);
+notebook 06 says what such a table can and cannot show.
 
 Command line::
 

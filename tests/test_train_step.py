@@ -175,7 +175,7 @@ def test_short_training_and_evaluate_with_the_real_model():
 def test_loss_scaling_unscales_before_clipping_and_float16_requires_a_scaler(monkeypatch):
     """With a GradScaler the step is the same as without one (grads unscaled before the norm and clip);
     float16 autocast (older GPUs) without a scaler is refused, and make_grad_scaler enables one only then."""
-    import gigacount_lib.train as T
+    import gigacount_lib.steps as T
 
     batch = make_loader()[0]
     results = []
