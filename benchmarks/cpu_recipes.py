@@ -151,32 +151,13 @@ def run_row_details(run_dir: Path) -> dict:
 
 def train_fit(run_dir: Path, n_images: int = 100) -> dict:
     """How well a finished run fits its own training images: its ``best_mae.pt`` scored on the first
-    ``n_images`` training images (the held-out ones left out), in the run's evaluation windows. A
+    ``n_images`` images it trained on (the held-out ones left out), in the run's evaluation windows. A
     ``train_ratio`` close to the test ``ratio`` means the recipe underfits (more or faster learning
     helps); far below it, it overfits (more data or augmentation helps)."""
-    import numpy as np
-    from torch.utils.data import Subset
+    from gigacount_lib.evaluation_plots import evaluate_checkpoint
 
-    from gigacount_lib.checkpoint import build_model_from_checkpoint
-    from gigacount_lib.config import TrainConfig
-    from gigacount_lib.data.datasets import build_dataset
-    from gigacount_lib.evaluate import evaluate_model, heldout_split
-
-    config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    c = config.data
-    kwargs = {k: v for k, v in (("min_size", c.min_size), ("max_size", c.max_size)) if v is not None}
-    if c.dataset == "synthetic":
-        kwargs.update(quick=c.synthetic_quick, seed=0)
-    train_all = build_dataset(c.dataset, c.root, "train", **kwargs)
-    train_idx, _ = heldout_split(len(train_all), c.val_fraction, config.seed)
-    counts = np.array([len(pts) for _, pts, _ in train_all.iter_annotations()], dtype=np.float64)
-    mean = counts[train_idx].mean()
-    chosen = train_idx[:n_images]
-    model = build_model_from_checkpoint(run_dir / "best_mae.pt", device="cpu")
-    result = evaluate_model(model, Subset(train_all, chosen), window=config.eval_window, stride=config.eval_stride)
-    trivial = float(np.abs(counts[chosen] - mean).mean())
-    return {"train_images": len(chosen), "train_mae": result.metrics["mae"],
-            "train_ratio": result.metrics["mae"] / trivial}
+    ev = evaluate_checkpoint(run_dir / "best_mae.pt", split="train", trained_only=True, max_images=n_images)
+    return {"train_images": len(ev["dataset"]), "train_mae": ev["result"].metrics["mae"], "train_ratio": ev["ratio"]}
 
 
 def record_train_fit(run_dir: Path, n_images: int) -> dict:

@@ -24,12 +24,15 @@ __all__ = ["evaluate_checkpoint", "brightness_bins", "error_by_group", "plot_err
 
 
 # ------------------------------------------------------------------------------- inputs
-def evaluate_checkpoint(path, *, device="cpu", split: str = "test", data_root=None) -> dict[str, Any]:
+def evaluate_checkpoint(path, *, device="cpu", split: str = "test", data_root=None, trained_only: bool = False,
+                        max_images: int | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on a split of the data it was trained on, with its own evaluation windows.
 
     The dataset, its preprocessing and the windows come from the checkpoint's config (as in
     ``gigacount eval``); ``data_root`` replaces the config's root. The mean-count predictor's MAE uses
     ``train_mean_count`` from the run's ``summary.json`` when it is beside the checkpoint.
+    ``trained_only`` (``split="train"``): only the images the run trained on, i.e. without its held-out
+    validation images and within its ``max_train_images``. ``max_images``: the first ones only.
 
     Returns:
         ``{"result": EvalResult, "model", "dataset", "config" (dict), "window", "stride",
@@ -50,6 +53,22 @@ def evaluate_checkpoint(path, *, device="cpu", split: str = "test", data_root=No
     if data["dataset"] == "synthetic":
         kwargs.update(quick=data.get("synthetic_quick", False), seed=0)
     dataset = build_dataset(data["dataset"], data_root if data_root is not None else data["root"], split, **kwargs)
+    indices = list(range(len(dataset)))
+    if trained_only:
+        if split != "train":
+            raise ValueError(f"evaluate_checkpoint: trained_only needs split='train', got {split!r}")
+        if config.get("protocol", "heldout") == "heldout":
+            from .evaluate import heldout_split
+
+            indices, _ = heldout_split(len(dataset), data.get("val_fraction", 0.1), config.get("seed", 0))
+        if data.get("max_train_images"):
+            indices = indices[:data["max_train_images"]]
+    if max_images is not None:
+        indices = indices[:max_images]
+    if len(indices) < len(dataset):
+        from torch.utils.data import Subset
+
+        dataset = Subset(dataset, indices)
     model = build_model_from_checkpoint(blob, device=device)
     window = config.get("eval_window")
     stride = (config.get("eval_stride") or window) if window else None
