@@ -17,21 +17,13 @@ a constant), so through ``b = s / S`` (:func:`ot_gradient`)
 Block ``(i, j)`` is centred at ``((j + 1/2) r, (i + 1/2) r)`` px, as in the published code (DM-Count
 ``losses/ot_loss.py``, CLIP-EBC ``losses/dm_loss.py``). Modes (:func:`ot_potentials`):
 
-* ``reference`` (:func:`sinkhorn_reference`): the published numerics, i.e. Sinkhorn's scaling
-  iteration (Cuturi 2013) ``v = b / (K^T u + 1e-16)``, ``u = a / (K v + 1e-16)`` with
-  ``K = exp(-C / eps)`` in float32, 100 iterations, the published stopping rule, and
-  ``beta = eps log(v + 1e-16)``. A block farther than ``sqrt(87.3 eps)``, about 30 px, from every head
-  has a column of ``K`` that underflows to 0: its potential is capped at ``eps (log b_j + 36.8)``.
-* ``exact`` (:func:`sinkhorn_exact`): the same problem without underflow: stabilised scaling with
-  epsilon-scaling (Schmitzer 2019, Alg. 2 and 3). The potentials are absorbed into the kernel
-  ``K~_ij = exp((alpha_i + beta_j - C_ij) / eps_k)`` for a decreasing schedule ``eps_k`` ending at
-  ``eps`` (:func:`eps_schedule`): the scalings stay near 1, and 100 iterations get much closer to
-  convergence than plain Sinkhorn at ``eps = 10`` (``tests/test_ot.py``).
+* ``reference`` (:func:`sinkhorn_reference`): the published numerics (Cuturi 2013's scaling
+  iteration in float32, 100 iterations, the published stopping rule). A block farther than
+  ``sqrt(87.3 eps)``, about 30 px, from every head has a column of ``K`` that underflows to 0: its
+  potential is capped at ``eps (log b_j + 36.8)``.
+* ``exact`` (:func:`sinkhorn_exact`): the same problem without underflow, by stabilised scaling with
+  epsilon-scaling (Schmitzer 2019), much closer to convergence in 100 iterations (``tests/test_ot.py``).
 
-Args (all solvers): points ``(B, N, 2)`` padded with a mask ``(B, N)`` (or their cost ``(B, N, M)``)
-and ``b`` ``(B, M)``, finite and ``>= 0``. Images without heads are allowed; the caller sets their
-gradient to 0 (the published code skips them).
-Returns: :class:`OTResult` ``(alpha (B, N), beta (B, M), iterations (B,), marginal_error (B,))``.
 Timings and the designs measured and not adopted: ``benchmarks/README.md``.
 
 References:
@@ -355,6 +347,10 @@ def ot_potentials(points: Tensor, mask: Tensor, b: Tensor, grid_size: tuple[int,
                   image_size: tuple[int, int] | None = None, **options) -> OTResult:
     """Dual potentials for a batch: dispatches to :func:`sinkhorn_reference` or :func:`sinkhorn_exact`.
 
+    Inputs of every solver: points ``(B, N, 2)`` padded with a mask ``(B, N)`` (or their cost
+    ``(B, N, M)``) and ``b`` ``(B, M)``, finite and ``>= 0``. Images without heads are allowed; the
+    caller sets their gradient to 0 (the published code skips them). Returns :class:`OTResult`
+    ``(alpha (B, N), beta (B, M), iterations (B,), marginal_error (B,))``.
     ``image_size`` (``(H, W)``) bounds the largest cost for eps-scaling without reading the data
     (no host sync); by default it is ``grid_size * reduction``.
     """
