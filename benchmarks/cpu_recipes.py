@@ -108,6 +108,14 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
                    "steps of this fit the counts (loss 7.7), where the preset's layer scale 1 and lr 2e-3 do not "
                    "(loss 15.9; train and test ratios of a full run are alike, so the preset underfits)",
                    ['model.options={"drop_path_rate":0.0,"logit_scale_init":4.60517}', "optim.lr=3e-4"]),
+    "ols": ("the cpu preset on timm's convnext_atto_ols: the same ConvNeXt-Atto widths and depths with timm's "
+            "overlapping tiered stem (3x3 stride-2 convolutions to stride 4) instead of the 4x4 patchify stem, "
+            "which sees each 1.5-3 px head inside a single non-overlapping patch",
+            ['model.options={"ls_init_value":1.0,"drop_path_rate":0.0,"logit_scale_init":4.60517,'
+             '"timm_name":"convnext_atto_ols"}']),
+    "femto_ols": ("as ols on timm's convnext_femto_ols (widths 48/96/192 instead of 40/80/160)",
+                  ['model.options={"ls_init_value":1.0,"drop_path_rate":0.0,"logit_scale_init":4.60517,'
+                   '"timm_name":"convnext_femto_ols"}']),
 }
 
 RESULTS = REPO / "benchmarks" / "results" / "cpu_recipes.json"
