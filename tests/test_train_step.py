@@ -135,6 +135,13 @@ def test_fast_path_matches_the_plain_path_in_loss_and_gradients():
     loss_fn = AdaptiveHybridLoss(BC, mode="reference")
     near = ("projection.weight", "projection.bias", "decoder.bn2.weight", "decoder.bn2.bias",
             "decoder.shortcut.1.weight", "decoder.shortcut.1.bias", "head.logit_scale")
+    kept = {}
+
+    def keep_logits(module, inputs, output):
+        output.logits.retain_grad()
+        kept["logits"] = output.logits
+
+    model.head.register_forward_hook(keep_logits)
     grads, losses = {}, {}
     for fast in (False, True):
         model.zero_grad(set_to_none=True)
@@ -143,6 +150,10 @@ def test_fast_path_matches_the_plain_path_in_loss_and_gradients():
         losses[fast] = float(loss)
         params = dict(model.named_parameters())
         grads[fast] = {n: params[n].grad.detach().clone() for n in near}
+        if not fast:
+            logits = kept["logits"].detach()
+            # d loss / d s = sum(g * logits) since logits = exp(s) * cos: a sum with cancellation
+            scale_terms = float((kept["logits"].grad * logits).abs().sum())
     assert losses[True] == pytest.approx(losses[False], rel=5e-3)
     for name in near:
         plain, fast = grads[False][name].flatten(), grads[True][name].flatten()
@@ -150,7 +161,13 @@ def test_fast_path_matches_the_plain_path_in_loss_and_gradients():
         if plain.numel() > 1:
             cosine = float(torch.nn.functional.cosine_similarity(plain, fast, dim=0))
             assert cosine > 0.99, (name, cosine)
-        assert float(fast.norm() / plain.norm()) == pytest.approx(1.0, abs=0.05), name
+            assert float(fast.norm() / plain.norm()) == pytest.approx(1.0, abs=0.05), name
+        else:
+            # A scalar's gradient is a sum over every block and bin whose terms cancel (about 5x here), so
+            # its bf16 error is measured against the sum of the terms' magnitudes, not the net value.
+            assert scale_terms > abs(float(plain))
+            assert abs(float(fast) - float(plain)) < 0.03 * scale_terms, (name, float(fast), float(plain))
+            assert float(fast) * float(plain) > 0, name
 
 
 def test_non_finite_loss_is_refused():
