@@ -116,9 +116,9 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "femto_ols": ("as ols on timm's convnext_femto_ols (widths 48/96/192 instead of 40/80/160)",
                   ['model.options={"ls_init_value":1.0,"drop_path_rate":0.0,"logit_scale_init":4.60517,'
                    '"timm_name":"convnext_femto_ols"}']),
-    "b16": ("the cpu preset with batch 16 images (x 2 crops) and lr 2.83e-3 (sqrt scaling): the atto step is "
-            "dominated by per-op overhead, so twice the crops per step should cost much less than twice the "
-            "time; screen it at the epochs that match the preset's wall time",
+    "b16": ("the cpu preset with batch 16 images (x 2 crops) and lr 2.83e-3 (sqrt scaling): tests whether "
+            "twice the crops per step cost less than twice the time, i.e. whether the atto step is "
+            "overhead-bound; compare with 'preset' at equal training minutes",
             ["data.batch_size=16", "optim.lr=2.83e-3"]),
 }
 
