@@ -120,6 +120,10 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
             "twice the crops per step cost less than twice the time, i.e. whether the atto step is "
             "overhead-bound; compare with 'preset' at equal training minutes",
             ["data.batch_size=16", "optim.lr=2.83e-3"]),
+    "vgg": ("the cpu preset on gigacount_vgg: GigaCount's attention blocks, fusion, decoder and cosine head on a "
+            "small VGG-style encoder instead of ConvNeXt-Atto (benchmarks/cpu_bottleneck.py: at equal time a "
+            "VGG-style body learns to count much faster from scratch)",
+            ["model.name=gigacount_vgg", 'model.options={"logit_scale_init":4.60517}']),
 }
 
 RESULTS = REPO / "benchmarks" / "results" / "cpu_recipes.json"

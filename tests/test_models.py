@@ -433,3 +433,28 @@ def test_orthogonal_prototypes_option(bin_config):
     assert "prototypes" not in default.weights_info["text"]
     with pytest.raises(ValueError, match="prototypes"):
         build_model("gigacount_atto", bin_config, pretrained=None, prototypes="learned")
+
+
+def test_gigacount_vgg_is_gigacount_on_the_vgg_encoder_and_refuses_pretrained_weights(bin_config):
+    from gigacount_lib.models import GigaCount
+    from gigacount_lib.models.vgg import VGGPyramid
+
+    torch.manual_seed(0)
+    model = build_model("gigacount_vgg", bin_config, pretrained=None, logit_scale_init=math.log(100)).eval()
+    assert isinstance(model, GigaCount) and isinstance(model.encoder, VGGPyramid)
+    assert model.encoder.channels == [64, 64, 128] and model.encoder.reductions == [4, 8, 16]
+    assert model.fusion.out_channels == 64 // 6 + 64 // 6 + 128 // 6  # the C / 6 attention outputs
+    assert model.weights_info["image"]["random_init"] and model.weights_info["text"]["random_init"]
+    for size in [(128, 128), (200, 250)]:  # 200x250: padded to multiples of 32, then cropped
+        with torch.no_grad():
+            out = model(torch.rand(1, 3, *size))
+        assert out.density.shape == (1, 1, math.ceil(size[0] / 8), math.ceil(size[1] / 8))
+        assert torch.isfinite(out.density).all()
+    maps = model.encoder(torch.rand(1, 3, 64, 96))
+    assert [tuple(m.shape[1:]) for m in maps] == [(64, 16, 24), (64, 8, 12), (128, 4, 6)]
+    _backward(model, (64, 64))
+    assert all(p.grad is not None for p in model.encoder.parameters())
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        build_model("gigacount_vgg", bin_config, pretrained=True)
+    with pytest.raises(ValueError, match="width must be >= 1"):
+        VGGPyramid(0)

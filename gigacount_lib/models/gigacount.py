@@ -24,7 +24,10 @@ Variants (built by :func:`gigacount_lib.models.build_model`):
 * ``gigacount_no_fusion``: only the deepest (stride-16) attention output, upsampled like in the
   fusion (k4 s4, then 2x2 pool): 64 channels into the decoder.
 * ``gigacount_atto``: a CPU compromise, not a paper model: the same structure on timm's
-  ConvNeXt-Atto (40/80/160 channels) with a 256-wide decoder, for the 2-core ``cpu`` preset.
+  ConvNeXt-Atto (40/80/160 channels) with a 256-wide decoder.
+* ``gigacount_vgg``: a CPU compromise, not a paper model: the same attention blocks, fusion, 256-wide
+  decoder and head on a small VGG-style encoder (:mod:`.vgg`, random init only), which learns faster
+  from scratch on 2 cores than ConvNeXt does (``benchmarks/cpu_bottleneck.py``).
 """
 from __future__ import annotations
 
@@ -59,7 +62,8 @@ class GigaCount(CountingModel):
     Args:
         bin_config: bins and anchors (reduction 8).
         text_prototypes: ``(K, D)`` CLIP text embeddings of the bin prompts.
-        encoder: a :class:`TruncatedConvNeXt`.
+        encoder: a :class:`TruncatedConvNeXt`, or any module with its ``channels`` / ``reductions``
+            lists that returns one map per stride (:class:`~gigacount_lib.models.vgg.VGGPyramid`).
         scales: indices of the encoder maps that are fused (``(0, 1, 2)``; ``(2,)`` = no fusion).
         decoder_channels: width of the BasicBlock decoder (768).
         kernel_num: ODConv candidate kernels in the attention blocks (4).
@@ -69,7 +73,7 @@ class GigaCount(CountingModel):
             of each encoder map (:func:`attention_widths`: the official 16/32/64 on ConvNeXt-Tiny).
     """
 
-    def __init__(self, bin_config: BinConfig, text_prototypes: Tensor, encoder: TruncatedConvNeXt,
+    def __init__(self, bin_config: BinConfig, text_prototypes: Tensor, encoder: TruncatedConvNeXt | nn.Module,
                  scales: Sequence[int] = (0, 1, 2), decoder_channels: int = 768, kernel_num: int = 4,
                  weights_info: dict[str, Any] | None = None, text_tower_params: int = 0,
                  logit_scale_init: float = math.log(1 / 0.07),

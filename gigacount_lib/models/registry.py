@@ -184,6 +184,34 @@ def gigacount_atto(bin_config, image_pre, text_pre, **kw) -> GigaCount:
     return _gigacount(bin_config, image_pre, text_pre, **kw)
 
 
+@register_model
+def gigacount_vgg(bin_config, image_pre, text_pre, *, image_weights=None, text_weights=None, prompt_style="word",
+                  clip_model: str = "ViT-B-16", width: int = 16, decoder_channels: int = 256,
+                  logit_scale_init: float | None = None, kernel_num: int = 4,
+                  attention_out: tuple[int, ...] | None = None) -> GigaCount:
+    """CPU compromise (not a paper model): GigaCount's attention blocks, multi-scale fusion, decoder and
+    cosine text head on the small VGG-style encoder of :mod:`.vgg` (strides 4/8/16) instead of ConvNeXt.
+    The image encoder has no published weights: random init only."""
+    from .vgg import VGGPyramid
+
+    if image_pre or image_weights is not None:
+        raise ValueError("gigacount_vgg: its VGG-style encoder has no pretrained weights; build it with "
+                         "pretrained=None (or image_pretrained=False), or use gigacount / gigacount_atto for "
+                         "ImageNet weights")
+    protos, text_info = _text(clip_model, bin_config, text_pre, text_weights, prompt_style)
+    encoder = VGGPyramid(width)
+    head = {} if logit_scale_init is None else {"logit_scale_init": float(logit_scale_init)}
+    info = {"image": {"encoder": f"vgg_pyramid(width={encoder.width})", "source": "random", "random_init": True},
+            "text": text_info,
+            "head": {"logit_scale_init": head.get("logit_scale_init", "log(1/0.07)")}}
+    if attention_out is not None:
+        info["attention_out"] = [int(o) for o in attention_out]
+    return GigaCount(bin_config, protos, encoder, scales=(0, 1, 2), kernel_num=kernel_num,
+                     decoder_channels=decoder_channels, weights_info=info,
+                     text_tower_params=text_info["text_tower_params"],
+                     attention_out=None if attention_out is None else tuple(attention_out), **head)
+
+
 def _clip_ebc(clip_model: str, kind: str, bin_config, image_pre, text_pre, *, image_weights=None,
               text_weights=None, prompt_style="word", **kw) -> CLIPEBC:
     if kind == "resnet" and kw:
