@@ -41,6 +41,9 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from gigacount_lib.config import get_preset  # noqa: E402
+from gigacount_lib.data.transforms import pad_points  # noqa: E402
+from gigacount_lib.losses._common import block_counts_padded  # noqa: E402
+from gigacount_lib.models.base import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from gigacount_lib.models.head import CountingOutput  # noqa: E402
 from gigacount_lib.models.vgg import conv_bn_relu  # noqa: E402
 from gigacount_lib.utils import atomic_write_json, library_versions  # noqa: E402
@@ -96,8 +99,8 @@ class Diagnostic(nn.Module):
         self.body, self.head, self.loss = body, head, loss
         self.pad_multiple, self.feature_index = pad_multiple, feature_index
         self.register_buffer("anchors", torch.as_tensor(anchors, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         if head is not None:
             self.out = nn.Conv2d(channels, head.embed_dim, 1)
         else:
@@ -149,13 +152,9 @@ def build_arm(model: str, loss: str, trainer) -> nn.Module:
 
 
 def block_counts(points, height: int, width: int, stride: int = 8) -> torch.Tensor:
-    out = torch.zeros(len(points), 1, height // stride, width // stride)
-    for i, p in enumerate(points):
-        if len(p):
-            ix = (p[:, 0] / stride).long().clamp(0, width // stride - 1)
-            iy = (p[:, 1] / stride).long().clamp(0, height // stride - 1)
-            out[i, 0].index_put_((iy, ix), torch.ones(len(p)), accumulate=True)
-    return out
+    """Heads per ``stride``-px block, ``(B, 1, H / stride, W / stride)``: the losses' own block targets."""
+    padded, mask = pad_points(points)
+    return block_counts_padded(padded, mask, (height // stride, width // stride), stride)
 
 
 def run_arm(name: str, minutes: float, seed: int, out_root: Path, lr: float = 2e-3, preset: str = "cpu") -> dict:
@@ -208,9 +207,10 @@ def run_arm(name: str, minutes: float, seed: int, out_root: Path, lr: float = 2e
     e, c = torch.tensor(errors), torch.tensor(counts, dtype=torch.float64)
     mae, rmse = e.abs().mean().item(), e.pow(2).mean().sqrt().item()
     trivial = (c - trainer.train_mean_count).abs().mean().item()
-    return {"arm": name, "preset": preset, "model": model_name, "loss": loss_name, "what": what, "seed": seed, "minutes": minutes,
-            "train_minutes": round(train_minutes, 2), "steps": steps, "epochs": epoch,
-            "params": sum(p.numel() for p in net.parameters() if p.requires_grad), "autocast": "bfloat16" if amp else "off",
+    return {"arm": name, "preset": preset, "model": model_name, "loss": loss_name, "what": what, "seed": seed,
+            "minutes": minutes, "train_minutes": round(train_minutes, 2), "steps": steps, "epochs": epoch,
+            "params": sum(p.numel() for p in net.parameters() if p.requires_grad),
+            "autocast": "bfloat16" if amp else "off",
             "test_mae": mae, "test_rmse": rmse, "trivial_mae": trivial, "ratio": mae / trivial,
             "load_after": list(os.getloadavg())}
 

@@ -5,10 +5,9 @@ weights, and from random init on 2 CPU cores in 30 minutes a ConvNeXt learns to 
 much more slowly than plain 3x3 convolutions do. ``benchmarks/cpu_bottleneck.py`` measured this:
 with the same loss, head, batches and wall-clock budget, ConvNeXt-Atto's stem and stages 1-2 counted
 worse than a 0.2 M-parameter VGG-style network (Simonyan & Zisserman, ICLR 2015; shaped like
-CSRNet's front end, Li et al., CVPR 2018), and the full ``gigacount_atto`` worse still. The likely
-reason is the stem: ConvNeXt's 4x4 stride-4 patchify conv folds a head 1.5-5 px wide into part of
-one patch before any nonlinearity, where this encoder applies four 3x3 convolutions at full and half
-resolution first.
+CSRNet's front end, Li et al., CVPR 2018), and the full ``gigacount_atto`` worse still. The stem
+alone does not explain it: a probe that put these full-resolution 3x3 layers in place of
+ConvNeXt-Atto's 4x4 patchify stem counted no better than the preset.
 
 :class:`VGGPyramid` exposes the maps at strides 4, 8 and 16, with the ``channels`` / ``reductions``
 interface of :class:`~gigacount_lib.models.encoder.TruncatedConvNeXt`, so GigaCount's attention blocks,
