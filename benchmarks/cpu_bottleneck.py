@@ -19,6 +19,10 @@ The arms change one thing at a time:
 * the loss: a blockwise squared error on the block counts, or the preset's Adaptive Hybrid loss;
 * the head: a linear bin classifier or GigaCount's cosine head against the text prototypes.
 
+Beside the ratio, each row says where the error comes from: the mean signed error (``test_bias``,
+negative = undercounting), the MAE per count tercile of the test images, and the ratio on the first
+100 training images (close to the test ratio = underfitting, far below it = overfitting).
+
 Results are appended to ``benchmarks/results/cpu_bottleneck.json`` (one row per run, never
 overwritten). Synthetic data, random init, CPU only: not UCF-QNRF results. The arms other than
 ``gigacount_atto`` and ``gigacount_vgg`` are diagnostics, not course models.
@@ -66,6 +70,18 @@ ARMS: dict[str, tuple[str, str, str]] = {
                                                  "4/8/16) in place of ConvNeXt-Atto, Adaptive Hybrid loss"),
     "gigacount_vgg_wide": ("gigacount_vgg_wide", "hybrid", "gigacount_vgg with attention blocks that keep their input "
                                                            "widths (64/64/128) instead of squeezing to C/6 = 10/10/21"),
+    "gigacount_vgg_dec128": ("gigacount_vgg_dec128", "hybrid", "gigacount_vgg with a 128-wide decoder instead of 256 "
+                                                               "(on 128-px crops the 256-wide BasicBlock costs more "
+                                                               "than the whole VGG encoder)"),
+    "gigacount_vgg_dec64": ("gigacount_vgg_dec64", "hybrid", "gigacount_vgg with a 64-wide decoder"),
+}
+
+# builder options of the gigacount_vgg arms
+VGG_OPTIONS: dict[str, dict] = {
+    "gigacount_vgg": {},
+    "gigacount_vgg_wide": {"attention_out": [64, 64, 128]},
+    "gigacount_vgg_dec128": {"decoder_channels": 128},
+    "gigacount_vgg_dec64": {"decoder_channels": 64},
 }
 
 
@@ -130,12 +146,11 @@ def build_arm(model: str, loss: str, trainer) -> nn.Module:
     anchors = trainer.bin_config.anchor_points
     if model == "gigacount_atto":
         return trainer.model
-    if model in ("gigacount_vgg", "gigacount_vgg_wide"):
+    if model in VGG_OPTIONS:
         from gigacount_lib.models import build_model
 
-        wide = {"attention_out": [64, 64, 128]} if model.endswith("_wide") else {}
         return build_model("gigacount_vgg", trainer.bin_config, pretrained=None,
-                           logit_scale_init=float(trainer.model.head.logit_scale.detach()), **wide)
+                           logit_scale_init=float(trainer.model.head.logit_scale.detach()), **VGG_OPTIONS[model])
     if model in ("vgg", "vgg_cosine"):
         body = VGGLite()
         head = trainer.model.head if model == "vgg_cosine" else None
@@ -198,21 +213,40 @@ def run_arm(name: str, minutes: float, seed: int, out_root: Path, lr: float = 2e
         epoch += 1
     train_minutes = (time.perf_counter() - t0) / 60
     net.eval()
-    errors, counts = [], []
-    with torch.no_grad():
-        for i in range(len(trainer.test_set)):
-            image, points, _ = trainer.test_set[i]
-            errors.append(float(net(image.unsqueeze(0)).density.sum()) - len(points))
-            counts.append(len(points))
-    e, c = torch.tensor(errors), torch.tensor(counts, dtype=torch.float64)
+    e, c = score(net, trainer.test_set)
     mae, rmse = e.abs().mean().item(), e.pow(2).mean().sqrt().item()
     trivial = (c - trainer.train_mean_count).abs().mean().item()
+    train_images = torch.utils.data.Subset(trainer.loader.dataset.dataset, trainer.train_indices[:100])
+    e_train, c_train = score(net, train_images)
+    tercile = c.quantile(torch.tensor([1 / 3, 2 / 3], dtype=c.dtype))
+    which = torch.bucketize(c, tercile)
+    diagnostics = {
+        "test_images": len(e),
+        "test_bias": e.mean().item(),  # mean signed error: < 0 undercounts
+        "test_mae_by_count_tercile": [e[which == k].abs().mean().item() if (which == k).any() else None
+                                      for k in range(3)],
+        "test_images_by_count_tercile": [int((which == k).sum()) for k in range(3)],
+        "test_count_tercile_edges": tercile.tolist(),
+        "train_mae_first100": e_train.abs().mean().item(),
+        "train_ratio_first100": e_train.abs().mean().item() / (c_train - trainer.train_mean_count).abs().mean().item(),
+    }
     return {"arm": name, "preset": preset, "model": model_name, "loss": loss_name, "what": what, "seed": seed,
             "minutes": minutes, "train_minutes": round(train_minutes, 2), "steps": steps, "epochs": epoch,
             "params": sum(p.numel() for p in net.parameters() if p.requires_grad),
             "autocast": "bfloat16" if amp else "off",
-            "test_mae": mae, "test_rmse": rmse, "trivial_mae": trivial, "ratio": mae / trivial,
+            "test_mae": mae, "test_rmse": rmse, "trivial_mae": trivial, "ratio": mae / trivial, **diagnostics,
             "load_after": list(os.getloadavg())}
+
+
+def score(net: nn.Module, dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Signed count errors and true counts of ``net`` on every image of ``dataset`` (full images, one pass)."""
+    errors, counts = [], []
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            image, points, _ = dataset[i]
+            errors.append(float(net(image.unsqueeze(0)).density.sum()) - len(points))
+            counts.append(len(points))
+    return torch.tensor(errors, dtype=torch.float64), torch.tensor(counts, dtype=torch.float64)
 
 
 def append(row: dict) -> None:
@@ -245,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for name in args.arms:
         row = run_arm(name, args.minutes, args.seed, args.out, preset=args.preset)
-        print(json.dumps({k: row[k] for k in ("arm", "steps", "train_minutes", "test_mae", "ratio")}), flush=True)
+        print(json.dumps({k: row[k] for k in ("arm", "steps", "train_minutes", "test_mae", "ratio", "test_bias", "test_mae_by_count_tercile", "train_ratio_first100")}), flush=True)
         if not args.no_write:
             append(row)
     return 0

@@ -124,6 +124,10 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
             "small VGG-style encoder instead of ConvNeXt-Atto (benchmarks/cpu_bottleneck.py: at equal time a "
             "VGG-style body learns to count much faster from scratch)",
             ["model.name=gigacount_vgg", 'model.options={"logit_scale_init":4.60517}']),
+    "vgg_dec128": ("as vgg with a 128-wide decoder instead of 256 (cpu_bottleneck: at 128-px crops the 256-wide "
+                   "BasicBlock costs about as much as the whole VGG encoder, and the 128-wide one counted better "
+                   "at equal time)",
+                   ["model.name=gigacount_vgg", 'model.options={"logit_scale_init":4.60517,"decoder_channels":128}']),
 }
 
 RESULTS = REPO / "benchmarks" / "results" / "cpu_recipes.json"

@@ -287,10 +287,16 @@ def test_cpu_bottleneck_block_counts_bin_points_into_stride_8_blocks():
     assert counts[0].sum() == 4 and counts[1].sum() == 0
 
 
-@pytest.mark.parametrize("arm", ["vgg_mse", "vgg_cosine", "atto_stage2", "gigacount_atto", "gigacount_vgg"])
+@pytest.mark.parametrize("arm", ["vgg_mse", "vgg_cosine", "atto_stage2", "gigacount_atto", "gigacount_vgg",
+                                 "gigacount_vgg_dec64"])
 def test_cpu_bottleneck_arm_trains_and_scores_on_the_quick_set(arm, tmp_path):
     bottleneck = load("cpu_bottleneck")
     row = bottleneck.run_arm(arm, minutes=0.02, seed=0, out_root=tmp_path, preset="cpu-quick")
     assert row["arm"] == arm and row["steps"] >= 1 and row["params"] > 0
     assert math.isfinite(row["test_mae"]) and row["trivial_mae"] > 0
     assert row["ratio"] == pytest.approx(row["test_mae"] / row["trivial_mae"])
+    # the tercile breakdown partitions the test images and averages back to the overall MAE
+    sizes, maes = row["test_images_by_count_tercile"], row["test_mae_by_count_tercile"]
+    assert sum(sizes) == row["test_images"] > 0
+    assert sum(n * m for n, m in zip(sizes, maes) if n) / sum(sizes) == pytest.approx(row["test_mae"])
+    assert abs(row["test_bias"]) <= row["test_mae"] + 1e-9 and math.isfinite(row["train_ratio_first100"])
