@@ -52,11 +52,30 @@ def machine_slug() -> str:
     return f"{node}-{arch}-{os.cpu_count()}c"
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else None. Two machines that both say
+    "x86_64, 2 cores" can differ by an order of magnitude in bf16 speed; this tells them apart."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_record() -> dict[str, Any]:
+    """What the training benchmarks record of the CPU: model name and whether bf16 is native there."""
+    import torch
+
+    return {"cpu_model": cpu_model(), "native_bf16": bf16_supported(torch.device("cpu"))}
+
+
 def machine_info() -> dict[str, Any]:
     import torch
 
     info: dict[str, Any] = {"slug": machine_slug(), "node": platform.node(),
-                            "processor": platform.processor() or platform.machine(),
+                            "processor": platform.processor() or platform.machine(), **cpu_record(),
                             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                             "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
                             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

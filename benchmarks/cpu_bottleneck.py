@@ -44,6 +44,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from _common import cpu_record  # noqa: E402
 from gigacount_lib.config import get_preset  # noqa: E402
 from gigacount_lib.data.transforms import pad_points  # noqa: E402
 from gigacount_lib.losses._common import block_counts_padded  # noqa: E402
@@ -257,7 +258,7 @@ def append(row: dict) -> None:
         "data": "embedded synthetic dataset (300 train + 100 test, 512x384), held-out split's training images, "
                 "random init, full-image test scoring", "runs": []}
     row = {**row, "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                              "torch_threads": torch.get_num_threads()},
+                              "torch_threads": torch.get_num_threads(), **cpu_record()},
            "versions": {k: v for k, v in library_versions().items() if k in ("torch", "timm", "gigacount_lib")}}
     data["runs"].append(row)
     atomic_write_json(RESULTS, data)

@@ -30,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _common import cpu_record  # noqa: E402
 from gigacount_lib.config import get_preset  # noqa: E402
 from gigacount_lib.utils import atomic_write_json, library_versions  # noqa: E402
 
@@ -185,7 +186,8 @@ def record_train_fit(run_dir: Path, n_images: int) -> dict:
     import fcntl
 
     def rows_of(data: dict) -> list[dict]:
-        rows = [r for r in data["runs"] if Path(r.get("run_dir", "")) == run_dir]
+        # rows keep run_dir as given (relative to the repository when run from it)
+        rows = [r for r in data["runs"] if r.get("run_dir") and (REPO / r["run_dir"]).resolve() == run_dir.resolve()]
         if not rows:
             raise SystemExit(f"{run_dir}: no row of {RESULTS} has this run_dir")
         return rows
@@ -250,7 +252,8 @@ def append_row(row: dict) -> None:
             "512x384), held-out protocol, random init", "runs": []}
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=REPO).stdout.strip() or "unknown"
-        row.update(git_commit=commit, machine={"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        row.update(git_commit=commit, machine={"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                                                  **cpu_record()},
                    versions=library_versions(), date=time.strftime("%Y-%m-%d %H:%M"))
         data["runs"].append(row)
         atomic_write_json(RESULTS, data)

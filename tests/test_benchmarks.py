@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -68,6 +69,11 @@ def test_sizes_slug_and_table():
     assert common.parse_size("1024x768") == (768, 1024)  # WIDTHxHEIGHT in, (height, width) out
     with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
         common.parse_size("big")
+    record = common.cpu_record()  # tells apart two "x86_64, 2 cores" machines with and without native bf16
+    from gigacount_lib.utils import native_bf16
+    assert record["native_bf16"] == native_bf16(torch.device("cpu"))
+    assert record["cpu_model"] is None or (isinstance(record["cpu_model"], str) and record["cpu_model"])
+    assert common.machine_info()["native_bf16"] == record["native_bf16"]
     slug = common.machine_slug()
     assert slug and all(c.isalnum() or c in "-_" for c in slug)
     table = common.markdown_table([{"a": "x", "b": 1.5}, {"a": "y", "b": None}], [("A", "a", "s"), ("B", "b", ".1f")])
@@ -267,7 +273,8 @@ def test_cpu_recipes_train_fit_scores_a_run_on_its_training_images(tmp_path, mon
     results = tmp_path / "cpu_recipes.json"
     monkeypatch.setattr(recipes, "RESULTS", results)
     results.write_text(json.dumps({"runs": [{"recipe": "other", "run_dir": "/elsewhere"},
-                                            {"recipe": "quick", "run_dir": str(run_dir)}]}))
+                                            # as cpu_recipes writes it: relative to the repository
+                                            {"recipe": "quick", "run_dir": os.path.relpath(run_dir, recipes.REPO)}]}))
     fit = recipes.record_train_fit(run_dir, n_images=4)
     assert fit["train_images"] == 4 and math.isfinite(fit["train_mae"]) and fit["train_ratio"] > 0
     rows = json.loads(results.read_text())["runs"]
