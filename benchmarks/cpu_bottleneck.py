@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/cpu_bottleneck.py --list
     .venv/bin/python benchmarks/cpu_bottleneck.py --arms vgg_mse gigacount_atto --minutes 6
+    .venv/bin/python benchmarks/cpu_bottleneck.py --arms gigacount_vgg_dec128 --ema 0.998   # score an EMA of the weights
 
 Every arm trains for the same wall-clock budget on the same batches (the ``cpu`` preset's data
 pipeline: 8 synthetic training images x 2 crops of 128 px, the official augmentation, the held-out
@@ -75,6 +76,8 @@ ARMS: dict[str, tuple[str, str, str]] = {
                                                                "(on 128-px crops the 256-wide BasicBlock costs more "
                                                                "than the whole VGG encoder)"),
     "gigacount_vgg_dec64": ("gigacount_vgg_dec64", "hybrid", "gigacount_vgg with a 64-wide decoder"),
+    "gigacount_vgg_dil3": ("gigacount_vgg_dil3", "hybrid", "gigacount_vgg_dec128 with three dilated convs at stride 8 "
+                                                           "instead of one (VGGLite's context)"),
 }
 
 # builder options of the gigacount_vgg arms
@@ -83,6 +86,7 @@ VGG_OPTIONS: dict[str, dict] = {
     "gigacount_vgg_wide": {"attention_out": [64, 64, 128]},
     "gigacount_vgg_dec128": {"decoder_channels": 128},
     "gigacount_vgg_dec64": {"decoder_channels": 64},
+    "gigacount_vgg_dil3": {"decoder_channels": 128, "dilated": 3},
 }
 
 
@@ -173,8 +177,12 @@ def block_counts(points, height: int, width: int, stride: int = 8) -> torch.Tens
     return block_counts_padded(padded, mask, (height // stride, width // stride), stride)
 
 
-def run_arm(name: str, minutes: float, seed: int, out_root: Path, lr: float = 2e-3, preset: str = "cpu") -> dict:
-    """Train arm ``name`` for ``minutes`` on ``preset``'s data pipeline, score it on the test split: one row."""
+def run_arm(name: str, minutes: float, seed: int, out_root: Path, lr: float = 2e-3, preset: str = "cpu",
+            ema: float | None = None) -> dict:
+    """Train arm ``name`` for ``minutes`` on ``preset``'s data pipeline, score it on the test split: one row.
+
+    ``ema``: score an exponential moving average of the weights and BatchNorm buffers (decay per step)
+    instead of the last weights."""
     from gigacount_lib.steps import autocast_context
     from gigacount_lib.utils import mixed_precision_available
     from gigacount_lib.train import Trainer
@@ -187,6 +195,8 @@ def run_arm(name: str, minutes: float, seed: int, out_root: Path, lr: float = 2e
     net = build_arm(model_name, loss_name, trainer)
     amp = mixed_precision_available(torch.device("cpu"))
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    averaged = None if ema is None else torch.optim.swa_utils.AveragedModel(
+        net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema), use_buffers=True)
     budget, steps, epoch, t0 = minutes * 60.0, 0, 0, time.perf_counter()
     net.train()
     while time.perf_counter() - t0 < budget:
@@ -210,9 +220,13 @@ def run_arm(name: str, minutes: float, seed: int, out_root: Path, lr: float = 2e
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if averaged is not None:
+                averaged.update_parameters(net)
             steps += 1
         epoch += 1
     train_minutes = (time.perf_counter() - t0) / 60
+    if averaged is not None:
+        net = averaged.module
     net.eval()
     e, c = score(net, trainer.test_set)
     mae, rmse = e.abs().mean().item(), e.pow(2).mean().sqrt().item()
@@ -234,7 +248,7 @@ def run_arm(name: str, minutes: float, seed: int, out_root: Path, lr: float = 2e
     return {"arm": name, "preset": preset, "model": model_name, "loss": loss_name, "what": what, "seed": seed,
             "minutes": minutes, "train_minutes": round(train_minutes, 2), "steps": steps, "epochs": epoch,
             "params": sum(p.numel() for p in net.parameters() if p.requires_grad),
-            "autocast": "bfloat16" if amp else "off",
+            "autocast": "bfloat16" if amp else "off", "ema": ema,
             "test_mae": mae, "test_rmse": rmse, "trivial_mae": trivial, "ratio": mae / trivial, **diagnostics,
             "load_after": list(os.getloadavg())}
 
@@ -269,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), metavar="ARM")
     parser.add_argument("--minutes", type=float, default=6.0, help="training wall-clock budget per arm")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                        help="score an exponential moving average of the weights (e.g. 0.998) instead of the last ones")
     parser.add_argument("--preset", default="cpu", help="whose data pipeline (cpu-quick: the small set, for a smoke run)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "cpu_bottleneck")
     parser.add_argument("--list", action="store_true", help="list the arms and exit")
@@ -279,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:20s} {model:15s} {loss:7s} {what}")
         return 0
     for name in args.arms:
-        row = run_arm(name, args.minutes, args.seed, args.out, preset=args.preset)
+        row = run_arm(name, args.minutes, args.seed, args.out, preset=args.preset, ema=args.ema)
         print(json.dumps({k: row[k] for k in ("arm", "steps", "train_minutes", "test_mae", "ratio", "test_bias", "test_mae_by_count_tercile", "train_ratio_first100")}), flush=True)
         if not args.no_write:
             append(row)

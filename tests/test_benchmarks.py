@@ -307,3 +307,10 @@ def test_cpu_bottleneck_arm_trains_and_scores_on_the_quick_set(arm, tmp_path):
     assert sum(sizes) == row["test_images"] > 0
     assert sum(n * m for n, m in zip(sizes, maes) if n) / sum(sizes) == pytest.approx(row["test_mae"])
     assert abs(row["test_bias"]) <= row["test_mae"] + 1e-9 and math.isfinite(row["train_ratio_first100"])
+
+
+def test_cpu_bottleneck_ema_option_trains_and_scores(tmp_path):
+    bottleneck = load("cpu_bottleneck")
+    torch.manual_seed(0)
+    row = bottleneck.run_arm("vgg_mse", minutes=0.02, seed=0, out_root=tmp_path, preset="cpu-quick", ema=0.5)
+    assert row["ema"] == 0.5 and row["steps"] >= 1 and math.isfinite(row["test_mae"])

@@ -458,3 +458,19 @@ def test_gigacount_vgg_is_gigacount_on_the_vgg_encoder_and_refuses_pretrained_we
         build_model("gigacount_vgg", bin_config, pretrained=True)
     with pytest.raises(ValueError, match="width must be >= 1"):
         VGGPyramid(0)
+
+
+def test_vgg_pyramid_dilated_convs_add_context_at_stride_8_without_changing_shapes():
+    from gigacount_lib.models.vgg import VGGPyramid
+
+    def dilated_convs(encoder):
+        return sum(isinstance(m, torch.nn.Conv2d) and m.dilation == (2, 2) for m in encoder.stride8)
+
+    plain, deep = VGGPyramid(8), VGGPyramid(8, dilated=3)
+    assert (dilated_convs(plain), dilated_convs(deep), dilated_convs(VGGPyramid(8, dilated=0))) == (1, 3, 0)
+    x = torch.rand(2, 3, 64, 96)
+    assert [m.shape for m in plain(x)] == [m.shape for m in deep(x)]
+    model = build_model("gigacount_vgg", BinConfig.gigacount_qnrf(), pretrained=None, dilated=3)
+    assert model.weights_info["image"]["encoder"] == "vgg_pyramid(width=16, dilated=3)"
+    with pytest.raises(ValueError, match="dilated must be >= 0"):
+        VGGPyramid(8, dilated=-1)

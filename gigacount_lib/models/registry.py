@@ -186,7 +186,7 @@ def gigacount_atto(bin_config, image_pre, text_pre, **kw) -> GigaCount:
 
 @register_model
 def gigacount_vgg(bin_config, image_pre, text_pre, *, image_weights=None, text_weights=None, prompt_style="word",
-                  clip_model: str = "ViT-B-16", width: int = 16, decoder_channels: int = 256,
+                  clip_model: str = "ViT-B-16", width: int = 16, dilated: int = 1, decoder_channels: int = 256,
                   logit_scale_init: float | None = None, kernel_num: int = 4,
                   attention_out: tuple[int, ...] | None = None) -> GigaCount:
     """CPU compromise (not a paper model): GigaCount's attention blocks, multi-scale fusion, decoder and
@@ -199,9 +199,10 @@ def gigacount_vgg(bin_config, image_pre, text_pre, *, image_weights=None, text_w
                          "pretrained=None (or image_pretrained=False), or use gigacount / gigacount_atto for "
                          "ImageNet weights")
     protos, text_info = _text(clip_model, bin_config, text_pre, text_weights, prompt_style)
-    encoder = VGGPyramid(width)
+    encoder = VGGPyramid(width, dilated=dilated)
     head = {} if logit_scale_init is None else {"logit_scale_init": float(logit_scale_init)}
-    info = {"image": {"encoder": f"vgg_pyramid(width={encoder.width})", "source": "random", "random_init": True},
+    info = {"image": {"encoder": f"vgg_pyramid(width={encoder.width}, dilated={encoder.dilated})", "source": "random",
+                      "random_init": True},
             "text": text_info,
             "head": {"logit_scale_init": head.get("logit_scale_init", "log(1/0.07)")}}
     if attention_out is not None:

@@ -32,24 +32,29 @@ class VGGPyramid(nn.Module):
 
     Args:
         width: channels at full resolution ``w``; the maps have ``4w``, ``4w`` and ``8w`` channels.
+        dilated: dilated (2) convs at stride 8 after the plain one (1; CSRNet's back end and the
+            ``VGGLite`` diagnostic of ``benchmarks/cpu_bottleneck.py`` use three, for more context).
 
     ``forward(x (B, 3, H, W))`` returns ``[(B, 4w, H/4, W/4), (B, 4w, H/8, W/8), (B, 8w, H/16, W/16)]``
     (``H, W`` multiples of 16). Layers: two convs at width ``w`` (stride 1), two at ``2w`` (stride 2),
     two at ``4w`` (stride 4); a plain and a dilated (2) conv at ``4w`` (stride 8); two at ``8w`` (stride 16).
     """
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, dilated: int = 1) -> None:
         super().__init__()
         if width < 1:
             raise ValueError(f"VGGPyramid: width must be >= 1, got {width}")
+        if dilated < 0:
+            raise ValueError(f"VGGPyramid: dilated must be >= 0, got {dilated}")
         w = int(width)
         self.stride4 = nn.Sequential(
             *conv_bn_relu(3, w), *conv_bn_relu(w, w), nn.MaxPool2d(2),
             *conv_bn_relu(w, 2 * w), *conv_bn_relu(2 * w, 2 * w), nn.MaxPool2d(2),
             *conv_bn_relu(2 * w, 4 * w), *conv_bn_relu(4 * w, 4 * w))
-        self.stride8 = nn.Sequential(nn.MaxPool2d(2), *conv_bn_relu(4 * w, 4 * w), *conv_bn_relu(4 * w, 4 * w, 2))
+        self.stride8 = nn.Sequential(nn.MaxPool2d(2), *conv_bn_relu(4 * w, 4 * w),
+                                     *(m for _ in range(int(dilated)) for m in conv_bn_relu(4 * w, 4 * w, 2)))
         self.stride16 = nn.Sequential(nn.MaxPool2d(2), *conv_bn_relu(4 * w, 8 * w), *conv_bn_relu(8 * w, 8 * w))
-        self.width = w
+        self.width, self.dilated = w, int(dilated)
         self.channels: list[int] = [4 * w, 4 * w, 8 * w]
         self.reductions: list[int] = [4, 8, 16]
         self.weights_source = "random"
